@@ -7,3 +7,34 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dirs(tmp_path_factory):
+  """(data_dir, cache_dir): a tiny synthetic Multi30k written once per session, and a cache
+  (TFDS build, SentencePiece model) shared by every test that trains on it."""
+  from tests.test_data_corpus import write_multi30k  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path_factory.mktemp("multi30k")
+  write_multi30k(data_dir)
+  return data_dir, tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def tiny_config(tiny_data_dirs):
+  """The multi30k `tiny` experiment pointed at the synthetic corpus; small enough for seconds."""
+  from experiments.configs import multi30k  # pylint: disable=g-import-not-at-top
+  data_dir, cache_dir = tiny_data_dirs
+  config = multi30k.get_config("tiny")
+  config.data.data_dir = str(data_dir)
+  config.data.cache_dir = str(cache_dir)
+  config.data.vocab_size = 96
+  config.data.num_buckets = 2
+  config.data.tokens_per_batch = 512
+  config.data.max_length = 32
+  config.data.eval_batch_size = 16
+  config.model.dropout_rate = 0.0
+  return config

@@ -1,0 +1,217 @@
+"""Training: the data-parallel wrappers, multi-process, crash/resume, NaN, checkpoints, logs."""
+
+import functools
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import multi30k
+from wt import checkpoint, metrics, models, optim, parallel, train
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def command_line(config, workdir) -> list[str]:
+  """`python -m experiments.run` for `config`, as flags over the multi30k.py:tiny defaults."""
+  base = multi30k.get_config("tiny")
+  flags = [f"--config.{section}.{key}={value}"
+           for section in ("data", "model", "train")
+           for key, value in config[section].items() if base[section].get(key) != value]
+  return [sys.executable, "-m", "experiments.run",
+          "--config", "experiments/configs/multi30k.py:tiny", "--workdir", str(workdir), *flags]
+
+
+def final_params(workdir):
+  restored = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).restore(None)
+  assert restored is not None, f"no checkpoint in {workdir}"
+  return jax.tree.map(np.asarray, restored[0]["params"])
+
+
+def assert_trees_close(a, b, atol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def _batch(rows=16, source_len=9, target_len=7, seed=0):
+  """Random token rows with different amounts of padding, so devices see unequal tokens."""
+  rng = np.random.default_rng(seed)
+  inputs = rng.integers(2, 50, size=(rows, source_len)).astype(np.int32)
+  targets = rng.integers(2, 50, size=(rows, target_len)).astype(np.int32)
+  for row in range(rows):
+    inputs[row, rng.integers(2, source_len):] = 0
+    targets[row, 1 + row % (target_len - 1):] = 0
+  return {"inputs": inputs, "targets": targets}
+
+
+def test_shard_map_and_pmap_equal_a_single_device_step_on_the_global_batch(tiny_config):
+  assert jax.device_count() == 8
+  model_config = models.ModelConfig(vocab_size=50, attention="weighted", num_layers=1,
+                                    d_model=16, d_ff=32, num_heads=4, num_branches=4,
+                                    dropout_rate=0.0)
+  model = models.Transformer(model_config)
+  optimizer, _ = optim.make_optimizer(tiny_config.train, model_config)
+  params = models.init_params(model_config, jax.random.key(0))
+  state = train.TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                           opt_state=optimizer.init(params), rng=jax.random.PRNGKey(1))
+  step = functools.partial(train.train_step, model=model, optimizer=optimizer,
+                           label_smoothing=0.1)
+  batches = [_batch(seed=s) for s in range(2)]
+
+  def run(wrapped, prepare, finish=lambda t: t, initial=state):
+    s, losses = initial, []
+    for batch in batches:
+      s, m = wrapped(s, prepare(batch))
+      losses.append(float(finish(m)["loss"][0]) / float(finish(m)["loss"][1]))
+    return finish(s).params, losses
+
+  one_mesh, all_mesh = parallel.make_mesh(jax.devices()[:1]), parallel.make_mesh()
+  reference = run(parallel.shard_map_step(step, one_mesh, donate=False),
+                  lambda b: parallel.global_batch(b, one_mesh))
+  sharded = run(parallel.shard_map_step(step, all_mesh, donate=False),
+                lambda b: parallel.global_batch(b, all_mesh))
+  import flax.jax_utils  # pylint: disable=g-import-not-at-top
+  pmapped = run(parallel.pmap_step(step, donate=False), parallel.device_split,
+                flax.jax_utils.unreplicate, flax.jax_utils.replicate(state))
+  for params, losses in (sharded, pmapped):
+    np.testing.assert_allclose(losses, reference[1], rtol=1e-5)
+    assert_trees_close(params, reference[0], atol=1e-5)
+  assert np.abs(np.asarray(jax.tree.leaves(reference[0])[0]) -
+                np.asarray(jax.tree.leaves(params)[0])).max() < 1e-5
+
+
+def test_two_processes_give_the_result_of_one(tiny_config, tmp_path):
+  tiny_config.train.num_steps = 6
+  single = tmp_path / "single"
+  train.train_and_evaluate(tiny_config, str(single))
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  workdir = tmp_path / "two_processes"
+  processes = []
+  for process_id in range(2):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "WT_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "WT_NUM_PROCESSES": "2",
+           "WT_PROCESS_ID": str(process_id)}
+    processes.append(subprocess.Popen(command_line(tiny_config, workdir), cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+  outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
+  for p, out in zip(processes, outputs):
+    assert p.returncode == 0, out[-3000:]
+  assert "process 1 of 2" in outputs[1]
+  # Same global batches; only the order of the cross-process sums differs (gloo vs in-process).
+  assert_trees_close(final_params(workdir), final_params(single), atol=1e-4)
+
+
+def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(tiny_config, tmp_path):
+  tiny_config.train.update(num_steps=60, checkpoint_every=10, log_every=10, eval_every=30)
+  killed = tmp_path / "killed"
+  process = subprocess.Popen(command_line(tiny_config, killed), cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first_checkpoint = killed / "checkpoints" / "10"
+  deadline = time.time() + 240
+  while not first_checkpoint.exists() and process.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL
+  steps = checkpoint.Checkpointer(str(killed / "checkpoints")).steps()
+  assert steps and max(steps) < 60, f"the run was not interrupted: checkpoints {steps}"
+
+  resumed = subprocess.run(command_line(tiny_config, killed), cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed" in resumed.stderr
+  train.train_and_evaluate(tiny_config, str(tmp_path / "uninterrupted"))
+  assert_trees_close(final_params(killed), final_params(tmp_path / "uninterrupted"), atol=1e-6)
+
+
+def test_nan_stops_the_run_and_the_last_good_checkpoint_restores(tiny_config, tmp_path):
+  tiny_config.train.update(num_steps=20, checkpoint_every=5, log_every=5)
+  trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
+  trainer.train_until(5)
+  trainer.checkpointer.wait()
+  trainer.state = trainer.state.replace(
+      params=jax.tree.map(lambda p: p * jnp.nan, trainer.state.params))
+  with pytest.raises(train.TrainingDivergedError, match=r"last good checkpoint \(5\) is kept"):
+    trainer.train_until(20)
+  trainer.close()
+  assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).steps() == [5]
+  restored = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
+  assert restored.step == 5
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored.state.params))
+  restored.close()
+
+
+def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tiny_config, tmp_path,
+                                                                     caplog):
+  tiny_config.train.update(num_steps=10, checkpoint_every=5)
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  for path in (tmp_path / "checkpoints" / "10" / "state").rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"not a checkpoint")
+  trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
+  assert trainer.step == 5
+  assert "checkpoint 10" in caplog.text and "unreadable" in caplog.text
+  trainer.close()
+
+
+def test_a_workdir_of_another_config_is_refused_unless_overwritten(tiny_config, tmp_path):
+  tiny_config.train.num_steps = 2
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  tiny_config.model.d_model = 48
+  with pytest.raises(ValueError, match=r"different config \(differs in model.d_model\).*"
+                                       r"--overwrite"):
+    train.Trainer(tiny_config, str(tmp_path))
+  assert train.train_and_evaluate(tiny_config, str(tmp_path), overwrite=True)["step"] == 2
+
+
+def test_checkpoints_restore_onto_another_device_count_and_average(tmp_path):
+  checkpointer = checkpoint.Checkpointer(str(tmp_path), keep=5)
+  eight = parallel.replicated(parallel.make_mesh())
+  for step in (1, 2, 3):
+    state = jax.device_put({"params": {"w": np.full((4, 3), float(step), np.float32)}}, eight)
+    checkpointer.save(step, state, {"data_position": step})
+  two = parallel.replicated(parallel.make_mesh(jax.devices()[:2]))
+  target = {"params": {"w": jax.ShapeDtypeStruct((4, 3), jnp.float32, sharding=two)}}
+  restored, meta, step = checkpointer.restore(target)
+  assert step == 3 and meta["data_position"] == 3
+  assert restored["params"]["w"].sharding == two
+  np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), 3.0)
+  averaged = checkpointer.average_params(target, last_n=2)
+  np.testing.assert_allclose(np.asarray(averaged["w"]), 2.5)
+  checkpointer.close()
+
+
+def test_logs_hold_losses_rates_throughput_branch_weights_and_validation(tiny_config, tmp_path):
+  tiny_config.model.attention = "weighted"
+  tiny_config.train.update(num_steps=10, log_every=5, eval_every=5, branch_freeze_steps=5)
+  summary = train.train_and_evaluate(tiny_config, str(tmp_path))
+  records = metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))
+  train_records = [r for r in records if "train/loss" in r]
+  eval_records = [r for r in records if "eval/loss" in r]
+  assert [r["step"] for r in train_records] == [5, 10]
+  assert [r["step"] for r in eval_records] == [5, 10]
+  for key in ("train/learning_rate", "train/branch_learning_rate", "train/tokens_per_second",
+              "train/seconds", "train/nll", "train/accuracy"):
+    assert train_records[-1][key] > 0, key
+  kappa = {k: v for k, v in train_records[0].items() if "/kappa/" in k}
+  assert len(kappa) == 4 * 2  # M = 4 values for each of the 2 branched sublayers
+  assert eval_records[-1]["eval/perplexity"] == pytest.approx(
+      np.exp(eval_records[-1]["eval/nll"]))
+  # Frozen for the last 5 steps: the logged kappa/alpha at step 5 and 10 are the same.
+  for key in (k for k in train_records[0] if k.startswith("branch/")):
+    assert train_records[0][key] == train_records[1][key], key
+  assert summary["eval_loss"] == eval_records[-1]["eval/loss"]
+  assert any((tmp_path / "tensorboard").iterdir())

@@ -1,0 +1,158 @@
+"""Pure attention kernels: masks, scaled dot-product attention and dropout, in plain jax.numpy.
+
+Nothing here knows about Flax, configs or data. Both the standard multi-head block and the
+branched (Weighted Transformer) block call `dot_product_attention` and get the per-head outputs
+back, before any output projection, because the two blocks project them differently.
+
+Shape names used throughout:
+  batch, q_len (query positions), kv_len (key/value positions), heads, depth (per-head size).
+
+Masks are boolean, True where a query position may attend to a key position, and broadcastable
+to `[batch, heads, q_len, kv_len]`. Masked scores are replaced by a large negative *finite*
+number, not minus infinity, so a row with every key masked (an all-padding sentence) gives a
+uniform average instead of NaN: every output is finite for every valid input.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+# Accepted values of `implementation` (None lets JAX pick for the backend).
+IMPLEMENTATIONS = (None, "xla", "cudnn", "einsum")
+
+
+def causal_mask(length: int) -> Array:
+  """Lower-triangular mask `[1, 1, length, length]`: position i may attend to j <= i."""
+  positions = jnp.arange(length)
+  return (positions[None, :] <= positions[:, None])[None, None]
+
+
+def padding_mask(query_valid: Array, key_valid: Array) -> Array:
+  """Mask `[batch, 1, q_len, kv_len]` from validity vectors `[batch, q_len]`, `[batch, kv_len]`.
+
+  A pair is allowed when both the query and the key position hold a real (non-pad) token.
+  Padded query rows still get a finite output (see module docstring); callers ignore them.
+  """
+  return jnp.logical_and(query_valid[:, None, :, None], key_valid[:, None, None, :])
+
+
+def key_padding_mask(key_valid: Array) -> Array:
+  """Mask `[batch, 1, 1, kv_len]` that only hides padded keys (any number of queries)."""
+  return key_valid[:, None, None, :]
+
+
+def combine_masks(*masks: Optional[Array]) -> Optional[Array]:
+  """Logical AND of the masks that are not None (broadcasting); None if all are None."""
+  present = [m for m in masks if m is not None]
+  if not present:
+    return None
+  combined = present[0]
+  for mask in present[1:]:
+    combined = jnp.logical_and(combined, mask)
+  return combined
+
+
+def dropout(x: Array, rate: float, rng: Optional[Array]) -> Array:
+  """Inverted dropout: zero each element with probability `rate`, scale the rest by 1/(1-rate)."""
+  if rate == 0.0 or rng is None:
+    return x
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def _as_4d(x: Optional[Array]) -> Optional[Array]:
+  """Left-pads the rank of a mask or bias to 4 so it broadcasts as [batch, heads, q, kv]."""
+  if x is None:
+    return None
+  return jnp.reshape(x, (1,) * (4 - x.ndim) + x.shape) if x.ndim < 4 else x
+
+
+def _masked_value(dtype) -> float:
+  """The large negative finite score that stands for 'may not attend' (as jax.nn uses)."""
+  return -0.7 * float(jnp.finfo(dtype).max)
+
+
+def default_scale(depth: int) -> float:
+  """The paper's 1/sqrt(d_k) factor that keeps the softmax out of its flat region."""
+  return 1.0 / math.sqrt(depth)
+
+
+def attention_weights(query: Array, key: Array, mask: Optional[Array] = None,
+                      bias: Optional[Array] = None, *, scale: Optional[float] = None) -> Array:
+  """Softmax attention weights `[batch, heads, q_len, kv_len]`, for inspection and plots.
+
+  Args:
+    query: `[batch, q_len, heads, depth]`.
+    key: `[batch, kv_len, heads, depth]`.
+    mask: boolean, broadcastable to `[batch, heads, q_len, kv_len]`, True = may attend.
+    bias: additive, broadcastable to `[batch, heads, q_len, kv_len]`.
+    scale: multiplies the scores; default 1/sqrt(depth), 1.0 turns scaling off.
+  Returns:
+    float32 weights; each row sums to 1.
+  """
+  scale = default_scale(query.shape[-1]) if scale is None else scale
+  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+  logits = logits * scale
+  if bias is not None:
+    logits = logits + _as_4d(bias).astype(jnp.float32)
+  if mask is not None:
+    logits = jnp.where(_as_4d(mask), logits, _masked_value(jnp.float32))
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def einsum_attention(query: Array, key: Array, value: Array, mask: Optional[Array] = None,
+                     bias: Optional[Array] = None, *, scale: Optional[float] = None,
+                     dropout_rate: float = 0.0, dropout_rng: Optional[Array] = None) -> Array:
+  """The explicit einsum path of `dot_product_attention` (same arguments and shapes).
+
+  Scores and softmax are computed in float32; attention dropout, when `dropout_rng` is given,
+  drops whole weights (a query stops seeing a key), as in Vaswani et al.'s reference code.
+  """
+  weights = attention_weights(query, key, mask, bias, scale=scale)
+  weights = dropout(weights, dropout_rate, dropout_rng).astype(value.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+
+
+def dot_product_attention(query: Array, key: Array, value: Array,
+                          mask: Optional[Array] = None, bias: Optional[Array] = None, *,
+                          scale: Optional[float] = None, dropout_rate: float = 0.0,
+                          dropout_rng: Optional[Array] = None,
+                          implementation: Optional[str] = None) -> Array:
+  """softmax(Q K^T * scale + bias, masked) V, per head, not yet projected.
+
+  Args:
+    query: `[batch, q_len, heads, depth]`.
+    key: `[batch, kv_len, heads, depth]`.
+    value: `[batch, kv_len, heads, depth]`.
+    mask: boolean, broadcastable to `[batch, heads, q_len, kv_len]`, True = may attend.
+    bias: additive, broadcastable to `[batch, heads, q_len, kv_len]`.
+    scale: multiplies the scores; default 1/sqrt(depth), 1.0 turns scaling off.
+    dropout_rate: attention dropout on the weights (used only with `dropout_rng`).
+    dropout_rng: PRNG key for attention dropout; None means deterministic.
+    implementation: None, "xla" or "cudnn" go to `jax.nn.dot_product_attention`;
+      "einsum" forces `einsum_attention`.
+  Returns:
+    `[batch, q_len, heads, depth]` in the dtype of `value`.
+
+  Without dropout this calls `jax.nn.dot_product_attention` (fused kernels where the backend
+  has them); with dropout it takes the einsum path, whose weights can be dropped out. The two
+  paths agree to float tolerance (tested).
+  """
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"attention implementation {implementation!r} is not one of "
+                     f"{IMPLEMENTATIONS}")
+  scale = default_scale(query.shape[-1]) if scale is None else scale
+  if implementation == "einsum" or (dropout_rate > 0.0 and dropout_rng is not None):
+    return einsum_attention(query, key, value, mask, bias, scale=scale,
+                            dropout_rate=dropout_rate, dropout_rng=dropout_rng)
+  return jax.nn.dot_product_attention(
+      query, key, value, bias=_as_4d(bias), mask=_as_4d(mask), scale=scale,
+      implementation=implementation)

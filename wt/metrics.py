@@ -1,0 +1,114 @@
+"""Metrics: token-level (sum, count) pairs, corpus BLEU/chrF with sacreBLEU, metric writers.
+
+Steps return metrics as `{name: (sum, count)}` so that batches, devices and hosts combine by
+adding; a mean is taken only when a value is reported (`means`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sacrebleu
+
+SumCount = tuple  # (sum, count), both scalars
+
+
+def label_smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
+                                 label_smoothing: float) -> tuple[jax.Array, jax.Array]:
+  """Summed label-smoothed cross entropy and summed plain negative log-likelihood.
+
+  logits `[batch, len, vocab]`, targets `[batch, len]` int, weights `[batch, len]` (1 = real
+  token). The smoothed target puts 1 - ls on the gold token and ls / (vocab - 1) elsewhere; its
+  entropy is subtracted so that a perfect prediction scores 0.
+  """
+  vocab = logits.shape[-1]
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  if label_smoothing > 0.0:
+    confidence, low = 1.0 - label_smoothing, label_smoothing / (vocab - 1)
+    floor = -(confidence * math.log(confidence) + (vocab - 1) * low * math.log(low))
+    smoothed = confidence * nll - low * (jnp.sum(log_probs, axis=-1) + nll) - floor
+  else:
+    smoothed = nll
+  return jnp.sum(smoothed * weights), jnp.sum(nll * weights)
+
+
+def token_metrics(logits, targets, label_smoothing: float) -> dict[str, SumCount]:
+  """Loss, NLL and accuracy over non-pad target tokens, as (sum, count) pairs."""
+  weights = (targets > 0).astype(jnp.float32)
+  count = jnp.sum(weights)
+  loss, nll = label_smoothed_cross_entropy(logits, targets, weights, label_smoothing)
+  correct = jnp.sum((jnp.argmax(logits, axis=-1) == targets) * weights)
+  return {"loss": (loss, count), "nll": (nll, count), "accuracy": (correct, count)}
+
+
+def add(a: Mapping[str, SumCount], b: Mapping[str, SumCount]) -> dict[str, SumCount]:
+  """Element-wise sum of two metric dicts (either may be empty)."""
+  if not a:
+    return dict(b)
+  return {k: (a[k][0] + b[k][0], a[k][1] + b[k][1]) for k in a}
+
+
+def means(metrics: Mapping[str, SumCount]) -> dict[str, float]:
+  """{name: sum / count} as Python floats; perplexity from the NLL when present."""
+  out = {k: float(s) / max(float(c), 1.0) for k, (s, c) in jax.device_get(dict(metrics)).items()}
+  if "nll" in out:
+    out["perplexity"] = float(np.exp(min(out["nll"], 50.0)))
+  return out
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+  """Corpus BLEU and chrF of detokenized hypotheses against raw references, with signatures."""
+  if len(hypotheses) != len(references):
+    raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references: every "
+                     f"reference needs exactly one hypothesis")
+  bleu_metric, chrf_metric = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
+  bleu_score = bleu_metric.corpus_score(list(hypotheses), [list(references)])
+  chrf_score = chrf_metric.corpus_score(list(hypotheses), [list(references)])
+  return {"bleu": bleu_score.score, "bleu_signature": str(bleu_metric.get_signature()),
+          "bleu_text": str(bleu_score), "chrf": chrf_score.score,
+          "chrf_signature": str(chrf_metric.get_signature())}
+
+
+class MetricWriter:
+  """Writes scalars to `metrics.jsonl` (one JSON object per line) and TensorBoard.
+
+  Only process 0 writes; the others accept calls and do nothing.
+  """
+
+  def __init__(self, logdir: str, *, enabled: bool = True):
+    self.enabled = enabled
+    self._jsonl = self._tensorboard = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      os.makedirs(logdir, exist_ok=True)
+      self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a", encoding="utf-8")
+      self._tensorboard = SummaryWriter(os.path.join(logdir, "tensorboard"))
+
+  def write(self, step: int, scalars: Mapping[str, float]):
+    if not self.enabled:
+      return
+    record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    for name, value in scalars.items():
+      self._tensorboard.add_scalar(name, float(value), int(step))
+
+  def close(self):
+    if self.enabled:
+      self._jsonl.close()
+      self._tensorboard.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """All records of a metrics.jsonl file (an empty list when it does not exist)."""
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,358 @@
+"""The encoder-decoder: `ModelConfig` (frozen, validated) and the `Transformer` Linen module.
+
+One class builds both models: `attention="multihead"` is Vaswani et al.'s Transformer,
+`attention="weighted"` replaces attention + FFN sublayers by `BranchedAttention` (Ahmed et al.).
+Every point the papers leave open is a field of `ModelConfig` with the paper's reading as
+default (see `../shared/PAPER.md` and docs/architecture.md).
+
+Token conventions: id 0 is padding (and the decoder's start symbol), targets end with EOS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wt import kernels
+from wt.modules import (BRANCH_FFN_MODES, BRANCH_WEIGHT_MODES, TEST_BRANCH_WEIGHTS,
+                        BranchedAttention, FeedForward, MultiHeadAttention)
+
+Array = jax.Array
+
+_CHOICES = {
+    "attention": ("multihead", "weighted"),
+    "branch_weights": BRANCH_WEIGHT_MODES,
+    "branch_ffn": BRANCH_FFN_MODES,
+    "branched_decoder": ("encdec", "self", "both"),
+    "norm": ("post", "pre"),
+    "test_branch_weights": TEST_BRANCH_WEIGHTS,
+    "positional": ("sinusoidal", "learned"),
+    "share_embeddings": ("all", "decoder", "none"),
+    "dtype": ("float32", "bfloat16"),
+    "attention_implementation": kernels.IMPLEMENTATIONS,
+}
+
+
+class ConfigError(ValueError):
+  """A configuration value that cannot work; the message names the field and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of both models. Defaults: Transformer base / Weighted Transformer small.
+
+  Attributes (the switches for the papers' open points are marked *):
+    vocab_size: shared source/target vocabulary size.
+    attention: "multihead" (Transformer) or "weighted" (Weighted Transformer).
+    num_layers: N, layers in the encoder and in the decoder.
+    d_model, d_ff, num_heads: model width, FFN inner size, heads of multi-head attention.
+    num_branches: M, branches of a branched sublayer (one head of size d_model / M each).
+    dropout_rate: residual and embedding dropout. attention_dropout_rate: on attention weights.
+    relu_dropout_rate: on FFN hidden activations.
+    branch_weights*: how kappa/alpha stay on the simplex: "projection" (after each step),
+      "softmax" (of free logits) or "uniform" (fixed 1/M).
+    branch_ffn*: "split" (M FFNs of d_ff/M), "shared" (one full FFN) or "full" (M full FFNs).
+    branched_decoder*: which decoder attention is branched: "encdec", "self" or "both". The
+      branched sublayer also replaces the FFN, so a weighted decoder layer has no separate FFN.
+    norm*: "post" (LayerNorm(x + sublayer(x)), Vaswani; around the whole branched block) or
+      "pre" (x + sublayer(LayerNorm(x)), with a final LayerNorm).
+    test_branch_weights*: kappa/alpha at test time: "learned", "uniform" or "random".
+    positional: "sinusoidal" or "learned" encodings; max_len bounds positions.
+    share_embeddings: "all" (source, target, pre-softmax share one matrix, Vaswani), "decoder"
+      (target and pre-softmax only) or "none".
+    scale_attention: multiply scores by 1/sqrt(d_k) (True) or not (the ablation).
+    dtype: compute dtype ("float32" or "bfloat16"); parameters are always float32.
+    attention_implementation: None, "xla", "cudnn" or "einsum" (kernels.dot_product_attention).
+  """
+  vocab_size: int = 37000
+  attention: str = "multihead"
+  num_layers: int = 6
+  d_model: int = 512
+  d_ff: int = 2048
+  num_heads: int = 8
+  num_branches: int = 8
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.0
+  relu_dropout_rate: float = 0.0
+  branch_weights: str = "projection"
+  branch_ffn: str = "split"
+  branched_decoder: str = "encdec"
+  norm: str = "post"
+  test_branch_weights: str = "learned"
+  positional: str = "sinusoidal"
+  max_len: int = 512
+  share_embeddings: str = "all"
+  scale_attention: bool = True
+  dtype: str = "float32"
+  attention_implementation: Optional[str] = None
+  layer_norm_epsilon: float = 1e-6
+
+  def __post_init__(self):
+    for field, choices in _CHOICES.items():
+      value = getattr(self, field)
+      if value not in choices:
+        raise ConfigError(f"model.{field}={value!r} is not a valid choice; use one of "
+                          f"{', '.join(repr(c) for c in choices)}")
+    for field in ("vocab_size", "num_layers", "d_model", "d_ff", "num_heads", "num_branches",
+                  "max_len"):
+      value = getattr(self, field)
+      if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"model.{field}={value!r} must be a positive integer")
+    for field in ("dropout_rate", "attention_dropout_rate", "relu_dropout_rate"):
+      value = getattr(self, field)
+      if not 0.0 <= value < 1.0:
+        raise ConfigError(f"model.{field}={value!r} must be in [0, 1)")
+    if self.d_model % self.num_heads:
+      raise ConfigError(f"model.num_heads={self.num_heads} does not divide "
+                        f"model.d_model={self.d_model}; use a divisor of {self.d_model}")
+    if self.attention == "weighted":
+      if self.d_model % self.num_branches:
+        raise ConfigError(f"model.num_branches={self.num_branches} does not divide "
+                          f"model.d_model={self.d_model} (each branch has one head of size "
+                          f"d_model / M); use a divisor of {self.d_model}")
+      if self.branch_ffn == "split" and self.d_ff % self.num_branches:
+        raise ConfigError(f"model.num_branches={self.num_branches} does not divide "
+                          f"model.d_ff={self.d_ff}, which branch_ffn='split' needs; use a "
+                          f"divisor of {self.d_ff} or branch_ffn='shared'/'full'")
+
+  @classmethod
+  def from_mapping(cls, values: Mapping[str, Any]) -> "ModelConfig":
+    """Builds from a dict or ConfigDict, refusing unknown keys with the list of valid ones."""
+    values = dict(values)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ConfigError(f"unknown model config field(s) {unknown}; valid fields: "
+                        f"{sorted(known)}")
+    return cls(**values)
+
+  def replace(self, **changes) -> "ModelConfig":
+    return dataclasses.replace(self, **changes)
+
+  @property
+  def compute_dtype(self):
+    return jnp.bfloat16 if self.dtype == "bfloat16" else jnp.float32
+
+  @property
+  def weighted(self) -> bool:
+    return self.attention == "weighted"
+
+  def branched_sublayers(self) -> tuple[str, ...]:
+    """Names of the branched sublayers of one decoder layer ("self", "cross")."""
+    if not self.weighted:
+      return ()
+    return {"encdec": ("cross",), "self": ("self",), "both": ("self", "cross")}[
+        self.branched_decoder]
+
+
+def shift_right(targets: Array) -> Array:
+  """Decoder inputs: targets moved one position right, starting with the pad/start id 0."""
+  return jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
+
+
+def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
+  """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...), as `[max_len, d_model]`."""
+  position = np.arange(max_len)[:, None]
+  rates = np.exp(-np.log(10000.0) * np.arange(0, d_model, 2) / d_model)
+  table = np.zeros((max_len, d_model), np.float32)
+  table[:, 0::2] = np.sin(position * rates)
+  table[:, 1::2] = np.cos(position * rates)[:, : d_model // 2]
+  return table
+
+
+def _attention(config: ModelConfig, branched: bool, name: str) -> nn.Module:
+  """The attention sublayer: branched (attention + FFN in one block) or multi-head."""
+  if branched:
+    return BranchedAttention(
+        config.num_branches, config.d_model, config.d_ff, config.branch_ffn,
+        config.branch_weights, config.test_branch_weights, config.scale_attention,
+        config.attention_dropout_rate, config.relu_dropout_rate,
+        config.attention_implementation, config.compute_dtype, name=name)
+  return MultiHeadAttention(config.num_heads, config.d_model, config.scale_attention,
+                            config.attention_dropout_rate, config.attention_implementation,
+                            config.compute_dtype, name=name)
+
+
+def _residual(config: ModelConfig, x: Array, sublayer, *, name: str,
+              deterministic: bool) -> Array:
+  """Post-norm LayerNorm(x + Dropout(f(x))) or pre-norm x + Dropout(f(LayerNorm(x)))."""
+  norm = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype, name=name)
+  drop = lambda y: nn.Dropout(config.dropout_rate)(y, deterministic=deterministic)
+  if config.norm == "pre":
+    return x + drop(sublayer(norm(x)))
+  return norm(x + drop(sublayer(x)))
+
+
+def _feed_forward_sublayer(config: ModelConfig, x: Array, deterministic: bool) -> Array:
+  ffn = FeedForward(config.d_model, config.d_ff, config.relu_dropout_rate,
+                    config.compute_dtype, name="ffn")
+  return _residual(config, x, lambda y: ffn(y, deterministic=deterministic), name="ffn_norm",
+                   deterministic=deterministic)
+
+
+class EncoderLayer(nn.Module):
+  """Self-attention then FFN (Transformer), or one branched self-attention (weighted)."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, *, deterministic: bool) -> Array:
+    cfg = self.config
+    attention = _attention(cfg, cfg.weighted, "self_attention")
+    x = _residual(cfg, x, lambda y: attention(y, y, mask, deterministic=deterministic),
+                  name="self_attention_norm", deterministic=deterministic)
+    if not cfg.weighted:
+      x = _feed_forward_sublayer(cfg, x, deterministic)
+    return x
+
+
+class DecoderLayer(nn.Module):
+  """Masked self-attention, encoder-decoder attention, FFN; branched where configured."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, encoded: Array, self_mask: Optional[Array], cross_mask: Array,
+               *, deterministic: bool, decode: bool = False) -> Array:
+    cfg = self.config
+    branched = cfg.branched_sublayers()
+    self_attention = _attention(cfg, "self" in branched, "self_attention")
+    x = _residual(cfg, x, lambda y: self_attention(y, y, self_mask, deterministic=deterministic,
+                                                   decode=decode),
+                  name="self_attention_norm", deterministic=deterministic)
+    cross_attention = _attention(cfg, "cross" in branched, "cross_attention")
+    x = _residual(cfg, x, lambda y: cross_attention(y, encoded, cross_mask,
+                                                    deterministic=deterministic,
+                                                    decode=decode, cross=True),
+                  name="cross_attention_norm", deterministic=deterministic)
+    if not branched:
+      x = _feed_forward_sublayer(cfg, x, deterministic)
+    return x
+
+
+class Embedder(nn.Module):
+  """Token embedding times sqrt(d_model) plus positional encoding, then dropout.
+
+  `decode=True` keeps the next position in the 'cache' collection, for one-token steps.
+  """
+  config: ModelConfig
+  embed: nn.Embed
+
+  @nn.compact
+  def __call__(self, tokens: Array, *, deterministic: bool, decode: bool = False) -> Array:
+    cfg = self.config
+    x = self.embed(tokens).astype(jnp.float32) * np.sqrt(cfg.d_model)
+    if cfg.positional == "learned":
+      table = self.param("position_embedding", nn.initializers.normal(0.02),
+                         (cfg.max_len, cfg.d_model))
+    else:
+      table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model))
+    length = tokens.shape[1]
+    if decode:
+      is_initialized = self.has_variable("cache", "position")
+      position = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+      if is_initialized:
+        start = position.value
+        position.value = start + length
+        x = x + jax.lax.dynamic_slice_in_dim(table, start, length)[None]
+      else:
+        x = x + table[None, :length]
+    else:
+      x = x + table[None, :length]
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    return x.astype(cfg.compute_dtype)
+
+
+class Transformer(nn.Module):
+  """Encoder-decoder for both models; `__call__(inputs, targets, train=...)` gives logits.
+
+  inputs `[batch, source_len]` and targets `[batch, target_len]` are int token ids, 0 = pad.
+  Logits are `[batch, target_len, vocab_size]` float32, predicting targets from shifted targets.
+  """
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    init = nn.initializers.normal(stddev=cfg.d_model ** -0.5)
+    embed = lambda: nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=init)
+    self.target_embed = embed()
+    self.source_embed = self.target_embed if cfg.share_embeddings == "all" else embed()
+    if cfg.share_embeddings == "none":
+      self.logits_projection = nn.Dense(cfg.vocab_size, use_bias=False,
+                                        kernel_init=nn.initializers.xavier_uniform())
+    self.encoder_embedder = Embedder(cfg, self.source_embed)
+    self.decoder_embedder = Embedder(cfg, self.target_embed)
+    self.encoder_layers = [EncoderLayer(cfg) for _ in range(cfg.num_layers)]
+    self.decoder_layers = [DecoderLayer(cfg) for _ in range(cfg.num_layers)]
+    if cfg.norm == "pre":
+      self.encoder_norm = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.compute_dtype)
+      self.decoder_norm = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.compute_dtype)
+
+  def encode(self, inputs: Array, *, train: bool = False) -> Array:
+    """inputs `[batch, source_len]` -> encoded `[batch, source_len, d_model]`."""
+    valid = inputs > 0
+    mask = kernels.padding_mask(valid, valid)
+    x = self.encoder_embedder(inputs, deterministic=not train)
+    for layer in self.encoder_layers:
+      x = layer(x, mask, deterministic=not train)
+    return self.encoder_norm(x) if self.config.norm == "pre" else x
+
+  def decode(self, encoded: Array, inputs: Array, targets: Array, *, train: bool = False,
+             decode: bool = False) -> Array:
+    """Logits `[batch, len, vocab]` from the encoder output and the source ids (for its mask).
+
+    Teacher forcing (`decode=False`): `targets` are the gold targets, shifted right inside.
+    Incremental (`decode=True`, with a 'cache' collection): `targets` `[batch, 1]` is the
+    previous token (0 at the first step); the cache holds everything before it.
+    """
+    source_valid = inputs > 0
+    if decode:
+      decoder_inputs, self_mask = targets, None
+      cross_mask = kernels.key_padding_mask(source_valid)
+    else:
+      decoder_inputs = shift_right(targets)
+      target_valid = targets > 0
+      self_mask = kernels.combine_masks(kernels.causal_mask(targets.shape[1]),
+                                        kernels.padding_mask(target_valid, target_valid))
+      cross_mask = kernels.padding_mask(target_valid, source_valid)
+    y = self.decoder_embedder(decoder_inputs, deterministic=not train, decode=decode)
+    for layer in self.decoder_layers:
+      y = layer(y, encoded, self_mask, cross_mask, deterministic=not train, decode=decode)
+    if self.config.norm == "pre":
+      y = self.decoder_norm(y)
+    if self.config.share_embeddings == "none":
+      return self.logits_projection(y.astype(jnp.float32))
+    return self.target_embed.attend(y.astype(jnp.float32))
+
+  def __call__(self, inputs: Array, targets: Array, *, train: bool = False) -> Array:
+    return self.decode(self.encode(inputs, train=train), inputs, targets, train=train)
+
+
+def init_params(config: ModelConfig, rng: Array, source_len: int = 8, target_len: int = 8):
+  """Float32 parameters of a freshly initialised model (shapes do not depend on lengths)."""
+  inputs = jnp.ones((1, source_len), jnp.int32)
+  targets = jnp.ones((1, target_len), jnp.int32)
+  return Transformer(config).init(rng, inputs, targets, train=False)["params"]
+
+
+def init_cache(model: Transformer, params, encoded: Array, inputs: Array, max_len: int):
+  """The 'cache' collection for incremental decoding of `max_len` target positions.
+
+  Allocates self-attention caches `[batch, max_len, heads, depth]` and projects the encoder
+  output once for every cross-attention. `encoded`/`inputs` set the batch (e.g. batch * beam).
+  """
+  if max_len > model.config.max_len:
+    raise ConfigError(f"decoding {max_len} positions exceeds model.max_len="
+                      f"{model.config.max_len}; raise model.max_len or shorten the inputs")
+  dummy_targets = jnp.zeros((inputs.shape[0], max_len), jnp.int32)
+  _, variables = model.apply({"params": params}, encoded, inputs, dummy_targets, decode=True,
+                             mutable=["cache"], method=Transformer.decode)
+  return variables["cache"]
+
+
+def count_params(params) -> int:
+  """Total number of scalars in a parameter tree."""
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

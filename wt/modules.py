@@ -1,0 +1,287 @@
+"""Linen building blocks: thin wrappers that own parameters and call the pure kernels.
+
+  AttentionHeads     Q/K/V projections + `kernels.dot_product_attention` + the decode cache;
+                     returns per-head outputs `[batch, q_len, heads, depth]`.
+  MultiHeadAttention AttentionHeads, then Concat(heads) W^O                  (Vaswani Eq. in 3.2.2)
+  FeedForward        max(0, x W1 + b1) W2 + b2
+  BranchedAttention  AttentionHeads with one head per branch, then
+                     sum_i alpha_i FFN_i(kappa_i head_i W^{O_i})             (Ahmed et al. Eqs. 5-7)
+  BranchWeights      kappa or alpha: M positive scalars on the probability simplex.
+
+The blocks know nothing of training: dropout keys come from the 'dropout' RNG stream when
+`deterministic=False`, and incremental decoding state lives in the 'cache' collection.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from wt import kernels
+
+Array = jax.Array
+Dtype = Any
+
+BRANCH_WEIGHT_MODES = ("projection", "softmax", "uniform")
+TEST_BRANCH_WEIGHTS = ("learned", "uniform", "random")
+BRANCH_FFN_MODES = ("split", "shared", "full")
+
+# Glorot-uniform with the fans of one branch: axis 0 of a per-branch kernel is the branch axis.
+branch_kernel_init = nn.initializers.xavier_uniform(in_axis=-2, out_axis=-1, batch_axis=(0,))
+
+
+class AttentionHeads(nn.Module):
+  """Projects queries, keys and values into heads and attends; returns per-head outputs.
+
+  Attributes:
+    num_heads: number of heads h.
+    head_dim: per-head size d_k = d_v.
+    scale_attention: multiply scores by 1/sqrt(d_k) (True, the paper) or not (the ablation).
+    dropout_rate: attention dropout on the weights.
+    implementation: see `kernels.dot_product_attention`.
+    dtype: compute dtype; parameters stay float32.
+
+  Incremental decoding (`decode=True`): self-attention appends this step's key and value to a
+  cache `[batch, max_len, heads, depth]` and attends to the filled part; cross-attention
+  projects the encoder output once, when the cache is created, and reuses it at every step.
+  """
+  num_heads: int
+  head_dim: int
+  scale_attention: bool = True
+  dropout_rate: float = 0.0
+  implementation: Optional[str] = None
+  dtype: Dtype = jnp.float32
+
+  def _projection(self, name: str) -> nn.DenseGeneral:
+    return nn.DenseGeneral(features=(self.num_heads, self.head_dim), use_bias=False,
+                           kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype,
+                           name=name)
+
+  @nn.compact
+  def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Optional[Array], *,
+               deterministic: bool, decode: bool = False, cross: bool = False) -> Array:
+    """inputs_q `[batch, q_len, features]`, inputs_kv `[batch, kv_len, features]`.
+
+    `mask` is broadcastable to `[batch, heads, q_len, kv_len]`; in self-attention decode mode
+    the cache supplies the causal mask and `mask` may be None. Returns
+    `[batch, q_len, heads, head_dim]`.
+    """
+    query_proj, key_proj, value_proj = (self._projection(n) for n in ("query", "key", "value"))
+    query = query_proj(inputs_q)
+    if decode and cross:
+      key, value = self._cached_encoder_projection(inputs_kv, key_proj, value_proj)
+    else:
+      key, value = key_proj(inputs_kv), value_proj(inputs_kv)
+      if decode:
+        key, value, mask = self._extend_self_attention_cache(key, value, mask)
+
+    dropout_rng = None
+    if not deterministic and self.dropout_rate > 0.0:
+      dropout_rng = self.make_rng("dropout")
+    scale = None if self.scale_attention else 1.0
+    return kernels.dot_product_attention(
+        query, key, value, mask, scale=scale, dropout_rate=self.dropout_rate,
+        dropout_rng=dropout_rng, implementation=self.implementation)
+
+  def _cached_encoder_projection(self, encoded, key_proj, value_proj):
+    """Keys and values of the encoder output, computed when the cache is created."""
+    cached_key = self.variable("cache", "cross_key", lambda: key_proj(encoded))
+    cached_value = self.variable("cache", "cross_value", lambda: value_proj(encoded))
+    return cached_key.value, cached_value.value
+
+  def _extend_self_attention_cache(self, key, value, mask):
+    """Writes this step's key/value at the cache index; returns the whole cache and its mask.
+
+    On the call that creates the cache (the caller passes the full-length target shape) the
+    cache is only allocated, with zeros, and the inputs pass through unchanged.
+    """
+    is_initialized = self.has_variable("cache", "cached_key")
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+    cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    if not is_initialized:
+      return key, value, mask
+    batch, max_len, num_heads, head_dim = cached_key.value.shape
+    if key.shape != (batch, 1, num_heads, head_dim):
+      raise ValueError(f"incremental decoding feeds one position at a time: expected a key of "
+                       f"shape {(batch, 1, num_heads, head_dim)}, got {key.shape}")
+    index = cache_index.value
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, index, 0, 0))
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value,
+                                                      (0, index, 0, 0))
+    cache_index.value = index + 1
+    filled = (jnp.arange(max_len) <= index)[None, None, None, :]
+    return cached_key.value, cached_value.value, kernels.combine_masks(mask, filled)
+
+
+class MultiHeadAttention(nn.Module):
+  """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, with W^O stored as `[heads, depth, model]`.
+
+  Storing W^O per head makes the identity with the branched block visible: the concatenation
+  times W^O equals the sum over heads of head_i W^{O_i}.
+  """
+  num_heads: int
+  d_model: int
+  scale_attention: bool = True
+  dropout_rate: float = 0.0
+  implementation: Optional[str] = None
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs_q, inputs_kv, mask, *, deterministic, decode=False, cross=False):
+    heads = AttentionHeads(self.num_heads, self.d_model // self.num_heads, self.scale_attention,
+                           self.dropout_rate, self.implementation, self.dtype, name="heads")(
+                               inputs_q, inputs_kv, mask, deterministic=deterministic,
+                               decode=decode, cross=cross)
+    return nn.DenseGeneral(self.d_model, axis=(-2, -1), use_bias=False,
+                           kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype,
+                           name="out")(heads)
+
+
+class FeedForward(nn.Module):
+  """FFN(x) = max(0, x W1 + b1) W2 + b2, with optional dropout on the hidden activations."""
+  d_model: int
+  d_ff: int
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, *, deterministic: bool) -> Array:
+    dense = lambda features, name: nn.Dense(features, dtype=self.dtype, name=name,
+                                            kernel_init=nn.initializers.xavier_uniform())
+    hidden = nn.relu(dense(self.d_ff, "hidden")(x))
+    hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
+    return dense(self.d_model, "output")(hidden)
+
+
+def random_simplex_point(key: Array, size: int) -> Array:
+  """A point of the probability simplex: uniform(0, 1) draws normalised to sum to 1."""
+  weights = jax.random.uniform(key, (size,), jnp.float32, minval=1e-3, maxval=1.0)
+  return weights / jnp.sum(weights)
+
+
+class BranchWeights(nn.Module):
+  """kappa or alpha of one branched sublayer: `[num_branches]` positive, summing to 1.
+
+  Modes (`ModelConfig.branch_weights`):
+    projection: the parameter is the weight itself, kept on the simplex by the optimizer's
+      Euclidean projection after every update (the paper's reading);
+    softmax: the parameter holds logits and the weight is their softmax;
+    uniform: no parameter, the weight is fixed at 1/M.
+  Both learned modes start from the same random simplex point (the paper's distribution is not
+  stated). `test_weights` replaces the learned values when `deterministic` (the paper's
+  Table 3): "uniform" gives 1/M, "random" a fixed simplex point drawn from the module's path.
+  """
+  num_branches: int
+  mode: str = "projection"
+  test_weights: str = "learned"
+
+  @nn.compact
+  def __call__(self, *, deterministic: bool) -> Array:
+    size = self.num_branches
+    uniform = jnp.full((size,), 1.0 / size, jnp.float32)
+    if self.mode == "projection":
+      weights = self.param("weights", random_simplex_point, size)
+    elif self.mode == "softmax":
+      logits = self.param("weights", lambda key, n: jnp.log(random_simplex_point(key, n)), size)
+      weights = jax.nn.softmax(logits)
+    else:
+      weights = uniform
+    if not deterministic or self.test_weights == "learned":
+      return weights
+    if self.test_weights == "uniform":
+      return uniform
+    path_seed = zlib.crc32("/".join(self.scope.path).encode())
+    return random_simplex_point(jax.random.key(path_seed), size)
+
+
+def is_branch_weight(path) -> bool:
+  """True for a parameter path (jax key path) that goes through a kappa or alpha module."""
+  return any(getattr(key, "key", None) in ("kappa", "alpha") for key in path)
+
+
+def branch_weight_values(params, mode: str) -> dict[str, jax.Array]:
+  """{"encoder_layers_0/self_attention/kappa": weights, ...}: the effective kappa and alpha
+  vectors of a parameter tree (softmax applied in "softmax" mode), for logs and plots."""
+  values = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    if is_branch_weight(path):
+      name = "/".join(str(getattr(key, "key", key)) for key in path[:-1])
+      values[name] = jax.nn.softmax(leaf) if mode == "softmax" else leaf
+  return values
+
+
+class BranchedAttention(nn.Module):
+  """Branched attention of the Weighted Transformer; replaces attention + FFN of a layer.
+
+    head_i          = Attention(Q W_i^Q, K W_i^K, V W_i^V)        one head per branch
+    head_bar_i      = head_i W^{O_i} * kappa_i                    W^{O_i}: [depth, model]
+    BranchedAtt(x)  = sum_i alpha_i FFN_i(head_bar_i)
+
+  All branches run as batched einsums over a branch axis (no Python loop). `branch_ffn`:
+    split:  M FFNs of inner size d_ff / M (parameter count equal to a Transformer layer);
+    shared: one full FFN applied to every branch;
+    full:   M FFNs of inner size d_ff.
+  Because alpha sums to 1, per-branch output biases b2_i collapse into one shared b2, so the
+  block keeps a single output bias: the count is the Transformer's plus 2M scalars.
+  """
+  num_branches: int
+  d_model: int
+  d_ff: int
+  branch_ffn: str = "split"
+  branch_weights: str = "projection"
+  test_branch_weights: str = "learned"
+  scale_attention: bool = True
+  attention_dropout_rate: float = 0.0
+  relu_dropout_rate: float = 0.0
+  implementation: Optional[str] = None
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs_q, inputs_kv, mask, *, deterministic, decode=False, cross=False):
+    num_branches, head_dim = self.num_branches, self.d_model // self.num_branches
+    heads = AttentionHeads(num_branches, head_dim, self.scale_attention,
+                           self.attention_dropout_rate, self.implementation, self.dtype,
+                           name="heads")(inputs_q, inputs_kv, mask, deterministic=deterministic,
+                                         decode=decode, cross=cross)   # [b, q, M, depth]
+    weight = lambda name: BranchWeights(num_branches, self.branch_weights,
+                                        self.test_branch_weights, name=name)(
+                                            deterministic=deterministic)
+    kappa, alpha = weight("kappa"), weight("alpha")
+
+    # W^{O_i}: the i-th row block of a Transformer's W^O; same initialisation as MultiHead's.
+    out_kernel = self.param("out", nn.initializers.xavier_uniform(),
+                            (num_branches * head_dim, self.d_model)).reshape(
+                                num_branches, head_dim, self.d_model)
+    out_kernel = out_kernel * kappa[:, None, None]
+    branches = jnp.einsum("bqhd,hdm->bqhm", heads, out_kernel.astype(self.dtype))
+
+    hidden_size = self.d_ff // num_branches if self.branch_ffn == "split" else self.d_ff
+    if self.branch_ffn == "shared":
+      hidden_kernel = self.param("hidden_kernel", nn.initializers.xavier_uniform(),
+                                 (self.d_model, hidden_size))
+      hidden_bias = self.param("hidden_bias", nn.initializers.zeros, (hidden_size,))
+      output_kernel = self.param("output_kernel", nn.initializers.xavier_uniform(),
+                                 (hidden_size, self.d_model))
+      hidden_kernel = jnp.broadcast_to(hidden_kernel, (num_branches,) + hidden_kernel.shape)
+      hidden_bias = jnp.broadcast_to(hidden_bias, (num_branches, hidden_size))
+      output_kernel = jnp.broadcast_to(output_kernel, (num_branches,) + output_kernel.shape)
+    else:
+      hidden_kernel = self.param("hidden_kernel", branch_kernel_init,
+                                 (num_branches, self.d_model, hidden_size))
+      hidden_bias = self.param("hidden_bias", nn.initializers.zeros, (num_branches, hidden_size))
+      output_kernel = self.param("output_kernel", branch_kernel_init,
+                                 (num_branches, hidden_size, self.d_model))
+    output_bias = self.param("output_bias", nn.initializers.zeros, (self.d_model,))
+
+    hidden = jnp.einsum("bqhm,hmf->bqhf", branches, hidden_kernel.astype(self.dtype))
+    hidden = nn.relu(hidden + hidden_bias.astype(self.dtype))
+    hidden = nn.Dropout(self.relu_dropout_rate)(hidden, deterministic=deterministic)
+    # alpha folded into W2: sum_i alpha_i (h_i W2_i) = sum_i h_i (alpha_i W2_i), one contraction.
+    output_kernel = output_kernel * alpha[:, None, None]
+    output = jnp.einsum("bqhf,hfm->bqm", hidden, output_kernel.astype(self.dtype))
+    return output + output_bias.astype(self.dtype)
