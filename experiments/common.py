@@ -1,7 +1,13 @@
-"""What every experiment command does first: quieter logs and the multi-process start."""
+"""Shared by the experiment commands: start-up (logs, compilation cache, multi-process),
+config naming and overrides."""
 
 import logging as py_logging
 import os
+import pathlib
+import shlex
+
+import ml_collections
+from ml_collections import config_flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -13,13 +19,45 @@ class _DropLibraryChatter(py_logging.Filter):
     return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
 
 
-def start(config) -> None:
-  """Sets up logging and joins a distributed run when config.distributed asks for one."""
+def start(config=None) -> None:
+  """Sets up logging and the persistent compilation cache (under the data cache folder, off
+  with WT_COMPILATION_CACHE=0), and joins a distributed run when config.distributed asks.
+  Without a config (evaluation commands): the default cache folder, one process."""
   from absl import logging  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_DropLibraryChatter())
+  if os.environ.get("WT_COMPILATION_CACHE", "1") != "0":
+    from wt.data.cache import resolve_cache_dir  # pylint: disable=g-import-not-at-top
+    cache_dir = config.data.cache_dir if config is not None else None
+    cache = pathlib.Path(resolve_cache_dir(cache_dir)) / "jax"
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  if config is None:
+    return
   from wt import parallel  # pylint: disable=g-import-not-at-top
   dist = config.distributed
   parallel.initialize_distributed(dist.coordinator_address or None,
                                   None if dist.num_processes < 0 else dist.num_processes,
                                   None if dist.process_id < 0 else dist.process_id)
+
+
+def config_name(separator: str = ":") -> str:
+  """"multi30k:quick" for --config experiments/configs/multi30k.py:quick (flags parsed)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  path, _, variant = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")
+  stem = pathlib.Path(path).stem
+  return f"{stem}{separator}{variant}" if variant else stem
+
+
+def with_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted fields set, e.g. {"model.attention": "weighted"}."""
+  copy = config.copy_and_resolve_references()
+  copy.update_from_flattened_dict(dict(overrides))
+  return copy
+
+
+def command_line(argv) -> str:
+  """The command as typed, for reports: python -m experiments.<name> and its flags."""
+  module = pathlib.Path(argv[0]).stem
+  return shlex.join(["python", "-m", f"experiments.{module}", *argv[1:]])

@@ -129,7 +129,8 @@ class Trainer:
   """A training run in `workdir`: resumes from its checkpoints, logs, checkpoints, evaluates."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
-               overwrite: bool = False, show_progress: Optional[bool] = None):
+               overwrite: bool = False, show_progress: Optional[bool] = None,
+               progress_position: int = 0):
     from wt import data as data_lib  # pylint: disable=g-import-not-at-top
     self.config, self.workdir = config, workdir
     train_config = config.train
@@ -157,7 +158,7 @@ class Trainer:
     show = self.is_chief if show_progress is None else show_progress
     self.progress = tqdm.tqdm(total=train_config.num_steps, initial=self.step, disable=not show,
                               desc=os.path.basename(os.path.normpath(workdir)), unit="step",
-                              dynamic_ncols=True)
+                              dynamic_ncols=True, position=progress_position)
 
   # -- construction --------------------------------------------------------------------------
 
@@ -188,11 +189,12 @@ class Trainer:
     restored = self.checkpointer.restore(abstract)
     if restored is None:
       state = jax.jit(self._init_state, out_shardings=sharding)(rng)
-      self.data_position, self.train_seconds = 0, 0.0
+      self.data_position, self.train_seconds, self.train_tokens = 0, 0.0, 0
       logging.info("initialised a new run in %s", self.workdir)
     else:
       state, meta, step = restored
       self.data_position, self.train_seconds = int(meta["data_position"]), meta["train_seconds"]
+      self.train_tokens = int(meta["train_tokens"])
       logging.info("resumed %s from checkpoint %d", self.workdir, step)
     self.num_params = models.count_params(state.params)
     self.state = flax.jax_utils.replicate(state) if self.pmap else state
@@ -231,6 +233,10 @@ class Trainer:
   def _logical_state(self) -> TrainState:
     return flax.jax_utils.unreplicate(self.state) if self.pmap else self.state
 
+  def params(self):
+    """The current parameters (one logical copy, whatever the wrapper)."""
+    return self._logical_state().params
+
   def _check_finite(self, summed: dict):
     loss = float(jax.device_get(summed["loss"][0]))
     if not np.isfinite(loss):
@@ -243,7 +249,8 @@ class Trainer:
   def save_checkpoint(self):
     self.checkpointer.save(self.step, self._logical_state(),
                            {"data_position": self.data_position,
-                            "train_seconds": self.train_seconds})
+                            "train_seconds": self.train_seconds,
+                            "train_tokens": self.train_tokens})
 
   def train_until(self, until_step: int) -> None:
     """Trains to `until_step` (capped at train.num_steps), logging and checkpointing."""
@@ -263,7 +270,9 @@ class Trainer:
       elapsed = time.perf_counter() - tick
       self.train_seconds += elapsed
       pending_seconds += elapsed
-      pending_tokens += int(np.sum(batch["targets"] > 0)) * jax.process_count()
+      tokens = int(np.sum(batch["targets"] > 0)) * jax.process_count()
+      pending_tokens += tokens
+      self.train_tokens += tokens
       self.progress.update(1)
       if log_now and pending:
         self._check_finite(pending)
@@ -282,7 +291,7 @@ class Trainer:
     scalars["train/seconds"] = self.train_seconds
     for name, schedule in self.schedules.items():
       scalars[f"train/{name}"] = float(schedule(self.step - 1))
-    for name, values in branch_weight_values(self._logical_state().params,
+    for name, values in branch_weight_values(self.params(),
                                              self.model_config.branch_weights).items():
       for i, value in enumerate(np.asarray(values)):
         scalars[f"branch/{name}/{i}"] = float(value)
@@ -318,11 +327,36 @@ class Trainer:
 
   def summary(self) -> dict:
     return {"step": self.step, "train_seconds": self.train_seconds,
-            "compile_seconds": self.compile_seconds, "num_params": self.num_params}
+            "train_tokens": self.train_tokens, "compile_seconds": self.compile_seconds,
+            "num_params": self.num_params}
 
 
 # ------------------------------------------------------------------------------------------
-# 3. A whole run.
+# 3. A whole run, and what evaluation needs of a finished one.
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was trained with (its config.json)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training workdir "
+                            f"(train one with python -m experiments.run --workdir {workdir})")
+  with open(path, encoding="utf-8") as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def restore_params(workdir: str, average_last: int = 1):
+  """Parameters of the latest good checkpoint, or the mean of the last `average_last`."""
+  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    if average_last > 1:
+      return checkpointer.average_params(None, average_last)
+    restored = checkpointer.restore(None)
+    if restored is None:
+      raise checkpoint.CheckpointError(f"no readable checkpoint in {checkpointer.directory}")
+    return restored[0]["params"]
+  finally:
+    checkpointer.close()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,

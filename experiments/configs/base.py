@@ -47,7 +47,6 @@ def get_base_config() -> ml_collections.ConfigDict:
       beam_size=4,
       length_penalty=0.6,
       max_extra_len=50,              # decode up to input length + 50
-      batch_size=64,                 # sentences per decoding batch
       average_last=1,                # average the last n checkpoints (Vaswani: 5 base, 20 big)
   ))
   config.compare = ml_collections.ConfigDict(dict(
@@ -56,6 +55,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       interleave=True,               # alternate the runs in one process (fair wall-clock)
       interleave_steps=100,
       splits=("test",),
+      notes="",                      # shown under the report's table
   ))
   config.distributed = ml_collections.ConfigDict(dict(
       coordinator_address="",        # e.g. "10.0.0.1:1234"; empty: single process

@@ -1,0 +1,62 @@
+"""BLEU of a trained run: `python -m experiments.evaluate --workdir DIR --split test`.
+
+Decodes the split with beam search (the run's decode config unless overridden), scores the
+detokenized output with sacreBLEU against the raw references, prints BLEU with its signature,
+chrF and the decoding speed, and writes into DIR/eval/:
+  <split>.<tag>.txt    the translations, one per line, in the split's order
+  <split>.<tag>.json   the scores, signatures and speed
+Options: --average_last N (the papers' checkpoint averaging) and --test_branch_weights
+learned|uniform|random (kappa/alpha replaced at test time, the Weighted Transformer's Table 3).
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+from experiments import common
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "a training run's workdir")
+_SPLIT = flags.DEFINE_string("split", "test", "split to translate (e.g. validation, test)")
+_AVERAGE = flags.DEFINE_integer("average_last", None, "average the last n checkpoints "
+                                "(default: the run's decode.average_last)")
+_BRANCH = flags.DEFINE_enum("test_branch_weights", "learned", ["learned", "uniform", "random"],
+                            "kappa/alpha at test time (weighted models)")
+_BEAM = flags.DEFINE_integer("beam_size", None, "beam size (1 = greedy)")
+_PENALTY = flags.DEFINE_float("length_penalty", None, "GNMT length penalty alpha")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  del argv
+  common.start(None)
+  from wt import evaluation  # pylint: disable=g-import-not-at-top
+  workdir = _WORKDIR.value
+  trained = evaluation.load_trained(workdir, average_last=_AVERAGE.value,
+                                    test_branch_weights=_BRANCH.value)
+  average = _AVERAGE.value or trained.config.decode.average_last
+  decode_config = trained.config.decode
+  if _BEAM.value is not None:
+    decode_config.beam_size = _BEAM.value
+  if _PENALTY.value is not None:
+    decode_config.length_penalty = _PENALTY.value
+  result = evaluation.evaluate_split(trained.model, trained.params, trained.data, _SPLIT.value,
+                                     decode_config)
+  tag = f"avg{average}.beam{decode_config.beam_size}.{_BRANCH.value}"
+  outdir = os.path.join(workdir, "eval")
+  os.makedirs(outdir, exist_ok=True)
+  with open(os.path.join(outdir, f"{_SPLIT.value}.{tag}.txt"), "w", encoding="utf-8") as f:
+    f.writelines(line + "\n" for line in result.pop("translations"))
+  result.pop("sources")
+  with open(os.path.join(outdir, f"{_SPLIT.value}.{tag}.json"), "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+  print(result["bleu_text"])
+  print(f"chrF {result['chrf']:.2f}  ({result['chrf_signature']})")
+  print(f"{result['sentences']} sentences in {result['seconds']:.1f} s: "
+        f"{result['sentences_per_second']:.1f} sentences/s (beam {result['beam_size']}, "
+        f"batches of {result['batch_sentences']}; compile {result['compile_seconds']:.1f} s)")
+  print(f"written to {outdir}")
+
+
+if __name__ == "__main__":
+  app.run(main)
