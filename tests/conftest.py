@@ -1,12 +1,18 @@
-"""Test set-up: 8 simulated CPU devices and quiet TensorFlow, before anything imports JAX."""
+"""Test set-up, before anything imports JAX: 8 simulated CPU devices, quiet TensorFlow, and
+caches (datasets, vocabularies, compiled programs) in a temporary folder, never the user's."""
 
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_CACHE = tempfile.mkdtemp(prefix="wt-test-cache-")
+os.environ["WT_CACHE_DIR"] = _CACHE
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(_CACHE, "jax")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 import pathlib  # noqa: E402
 

@@ -1,0 +1,462 @@
+"""Speed benchmarks of both models on whatever backend JAX has: `python -m experiments.bench`.
+
+    python -m experiments.bench                                   # everything (CPU: ~30 min)
+    python -m experiments.bench --sections=train --skip_base --steps=3          # quick look
+
+Sections (--sections, comma-separated):
+  peak     the machine's practical peak: jitted f32 and bf16 matmuls, in FLOP/s.
+  train    training steps (`wt.train.train_step`, Adam, dropout on) of the Transformer and of
+           the Weighted Transformer in every branch-FFN mode, at `bench-small` and at the base
+           size: compile time, median step time, target tokens/s, FLOPs per step from XLA's
+           cost analysis and from `wt.flops`, MFU and peak memory, and the weighted/standard
+           step-time ratio.
+  profile  where the Transformer's bench-small step spends its time, by kind of operation
+           (from a `jax.profiler` trace), to explain the MFU.
+  kernels  attention forward and forward+backward, `jax.nn.dot_product_attention` against
+           the einsum path, at lengths 32 to 512.
+  decode   greedy and beam-4 decoding, sentences per second (random weights: every sentence
+           runs to its length limit, the slowest case).
+
+Timing is interleaved: every round runs each variant once (A, B, C, C, B, A, ...), and each
+training round also times one 4096^2 f32 matmul, so that ratios and MFU come from the same
+moments of a shared, variable-speed machine. MFU = (XLA FLOPs / step time) / (matmul FLOP/s),
+taken per round; every reported figure is the median over the rounds.
+"""
+
+import collections
+import functools
+import gzip
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+from experiments import common  # noqa: F401  (quiet TensorFlow logs before JAX starts)
+
+_SECTIONS = flags.DEFINE_list("sections", ["peak", "train", "profile", "kernels", "decode"],
+                              "sections to run")
+_STEPS = flags.DEFINE_integer("steps", 5, "timed rounds per measurement")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "untimed rounds first (at least 2 for training)")
+_SKIP_BASE = flags.DEFINE_bool("skip_base", False, "train section: bench-small only")
+_VARIANTS = flags.DEFINE_list("variants", None, "bench-small variants (default: all)")
+_BASE_VARIANTS = flags.DEFINE_list("base_variants", ["transformer", "weighted-split"],
+                                   "base-size variants")
+_BASE_BATCH = flags.DEFINE_integer("base_batch", 0, "base-size sentences; 0: the largest power "
+                                   "of two up to --max_base_batch whose step fits in memory")
+_MAX_BASE_BATCH = flags.DEFINE_integer("max_base_batch", None,
+                                       "cap of the automatic base batch (default: 32 on CPU, "
+                                       "where time, not memory, is the limit; 1024 elsewhere)")
+_PROFILE_VARIANTS = flags.DEFINE_list("profile_variants", ["transformer", "weighted-split"],
+                                      "profile section: bench-small variants to trace")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "model compute dtype")
+_LENGTHS = flags.DEFINE_list("attention_lengths", ["32", "64", "128", "256", "512"],
+                             "kernels section: sequence lengths")
+_ATTENTION_TOKENS = flags.DEFINE_integer("attention_tokens", 8192,
+                                         "kernels section: batch * length")
+_DECODE_BATCH = flags.DEFINE_integer("decode_batch", 32, "decode section: sentences")
+_DECODE_LEN = flags.DEFINE_integer("decode_len", 24, "decode section: source tokens")
+_DECODE_EXTRA = flags.DEFINE_integer("decode_extra", 8, "decode section: max_extra_len")
+_JSON = flags.DEFINE_string("json", "docs/benchmarks.json", "results as JSON ('' for none)")
+_MARKDOWN = flags.DEFINE_string("markdown", "docs/benchmarks.md", "tables ('' for none)")
+
+# name -> (vocab, d_model, d_ff, heads = branches, layers, sentences, source_len, target_len)
+SIZES = {"bench-small": (8192, 256, 1024, 8, 3, 32, 64, 64),
+         "base": (32768, 512, 2048, 8, 6, 0, 64, 64)}
+# name -> ModelConfig changes from the Transformer
+VARIANTS = {"transformer": {},
+            "weighted-split": dict(attention="weighted", branch_ffn="split"),
+            "weighted-split-folded": dict(attention="weighted", branch_ffn="split",
+                                          fold_branch_output=True),
+            "weighted-shared": dict(attention="weighted", branch_ffn="shared"),
+            "weighted-full": dict(attention="weighted", branch_ffn="full")}
+PROBE = 4096   # the matmul timed in every training round (as long as a small step)
+
+
+def _median(values):
+  values = sorted(values)
+  middle = len(values) // 2
+  return values[middle] if len(values) % 2 else 0.5 * (values[middle - 1] + values[middle])
+
+
+def _timed(fn):
+  """Seconds of one call of `fn`, which must block until its work is done."""
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def interleaved(fns, rounds: int, warmup: int) -> dict:
+  """{name: [seconds per round]}: `rounds` timed rounds of every fn in turn, after `warmup`.
+
+  Odd rounds run in reverse order (A B C, C B A, ...) so that a steady drift of the machine's
+  speed does not favour whichever runs first.
+  """
+  times = collections.defaultdict(list)
+  for round_index in range(warmup + rounds):
+    order = list(fns.items())
+    for name, fn in order[::-1] if round_index % 2 else order:
+      seconds = _timed(fn)
+      if round_index >= warmup:
+        times[name].append(seconds)
+  return {name: times[name] for name in fns}
+
+
+def _matmul(n: int, dtype):
+  """A blocking call of a jitted n x n x n matmul, and its FLOPs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  matmul = jax.jit(jnp.matmul)
+  return (lambda: matmul(a, b).block_until_ready()), 2.0 * n ** 3
+
+
+def peak_section():
+  """Practical matmul peak; bf16 too (CPUs without bf16 units emulate it, and it shows)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  calls, rows = {}, []
+  for dtype in ("float32", "bfloat16"):
+    for n in (2048, 4096):
+      calls[(dtype, n)] = _matmul(n, getattr(jnp, dtype))
+  times = interleaved({key: fn for key, (fn, _) in calls.items()}, _STEPS.value, 1)
+  for (dtype, n), seconds in times.items():
+    rows.append(dict(dtype=dtype, n=n, seconds=_median(seconds),
+                     flops_per_second=calls[(dtype, n)][1] / _median(seconds)))
+  return {"matmuls": rows,
+          "float32": max(r["flops_per_second"] for r in rows if r["dtype"] == "float32"),
+          "bfloat16": max(r["flops_per_second"] for r in rows if r["dtype"] == "bfloat16")}
+
+
+# ------------------------------------------------------------------------------------------
+# Training steps.
+
+
+def _model_config(size: str, variant: str):
+  from wt import models  # pylint: disable=g-import-not-at-top
+  vocab, d_model, d_ff, heads, layers = SIZES[size][:5]
+  return models.ModelConfig(vocab_size=vocab, d_model=d_model, d_ff=d_ff, num_heads=heads,
+                            num_branches=heads, num_layers=layers, dtype=_DTYPE.value,
+                            **VARIANTS[variant])
+
+
+def _batch(vocab: int, batch: int, source_len: int, target_len: int, seed: int = 0):
+  """Random full-length sentences (no padding): every position is a real token."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  return {"inputs": rng.integers(2, vocab, (batch, source_len)).astype(np.int32),
+          "targets": rng.integers(2, vocab, (batch, target_len)).astype(np.int32)}
+
+
+class StepRunner:
+  """One model's compiled training step on one device, with its state and a fixed batch."""
+
+  def __init__(self, model_config, batch: int, source_len: int, target_len: int):
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    from experiments.configs.base import get_base_config  # pylint: disable=g-import-not-at-top
+    from wt import flops, models, optim, parallel, train  # pylint: disable=g-import-not-at-top
+    model = models.Transformer(model_config)
+    optimizer, _ = optim.make_optimizer(get_base_config().train, model_config)
+    mesh = parallel.make_mesh(jax.devices()[:1])
+
+    def init():
+      params = models.init_params(model_config, jax.random.key(0))
+      return train.TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                              opt_state=optimizer.init(params), rng=jax.random.key(1))
+
+    self.state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
+    self.batch = parallel.global_batch(
+        _batch(model_config.vocab_size, batch, source_len, target_len), mesh)
+    step = parallel.shard_map_step(functools.partial(
+        train.train_step, model=model, optimizer=optimizer, label_smoothing=0.1), mesh)
+    start = time.perf_counter()
+    self.compiled = step.lower(self.state, self.batch).compile()
+    self.compile_seconds = time.perf_counter() - start
+    self.xla_flops = flops.compiled_flops(self.compiled)
+    self.closed_form_flops = flops.train_step_flops(model_config, batch, source_len,
+                                                    target_len)
+    memory = self.compiled.memory_analysis()
+    self.peak_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+                       - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+    self.tokens = batch * target_len
+
+  def __call__(self):
+    import jax  # pylint: disable=g-import-not-at-top
+    self.state, metrics = self.compiled(self.state, self.batch)
+    jax.block_until_ready((self.state, metrics))
+
+
+def _largest_batch(source_len: int, target_len: int):
+  """(batch, runner): --base_batch, or the largest power of two up to the cap whose
+  Transformer step fits in 80% of the device's (or host's) memory, with its compiled runner."""
+  import jax  # pylint: disable=g-import-not-at-top
+  config = _model_config("base", "transformer")
+  if _BASE_BATCH.value:
+    return _BASE_BATCH.value, None
+  stats = jax.devices()[0].memory_stats() or {}
+  limit = stats.get("bytes_limit") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  batch = _MAX_BASE_BATCH.value or (32 if jax.default_backend() == "cpu" else 1024)
+  while batch > 1:
+    try:
+      runner = StepRunner(config, batch, source_len, target_len)
+      if runner.peak_bytes < 0.8 * limit:
+        return batch, runner
+    except Exception as error:  # pylint: disable=broad-except  (XLA: resource exhausted)
+      print(f"  batch {batch} does not compile: {str(error)[:200]}", file=sys.stderr)
+    batch //= 2
+  return 1, None
+
+
+def train_size(size: str, variants) -> dict:
+  """Compiles every variant at `size`, then times their steps interleaved with the probe.
+  The base size's batch is found first (see `_largest_batch`)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  batch, source_len, target_len = SIZES[size][5:]
+  runners = {}
+  if not batch:
+    batch, runners["transformer"] = _largest_batch(source_len, target_len)
+  for variant in variants:
+    if runners.get(variant) is None:
+      runners[variant] = StepRunner(_model_config(size, variant), batch, source_len,
+                                    target_len)
+    print(f"  {size} {variant}: compiled in {runners[variant].compile_seconds:.1f} s",
+          file=sys.stderr)
+  probe, probe_flops = _matmul(PROBE, jnp.float32)
+  times = interleaved({"probe": probe, **runners}, _STEPS.value, max(_WARMUP.value, 2))
+  peaks = [probe_flops / s for s in times["probe"]]
+  rows = []
+  for variant, runner in runners.items():
+    steps = times[variant]
+    rows.append(dict(
+        variant=variant, batch=batch, source_len=source_len, target_len=target_len,
+        compile_seconds=runner.compile_seconds, step_seconds=_median(steps),
+        tokens_per_second=runner.tokens / _median(steps), xla_flops=runner.xla_flops,
+        closed_form_flops=runner.closed_form_flops, peak_bytes=runner.peak_bytes,
+        mfu=_median([runner.xla_flops / s / p for s, p in zip(steps, peaks)]),
+        ratio_to_transformer=(_median([s / t for s, t in zip(steps, times["transformer"])])
+                              if "transformer" in times else None),
+        step_seconds_all=steps))
+  return {"size": size, "probe_flops_per_second": _median(peaks), "variants": rows}
+
+
+def train_section():
+  sizes = [("bench-small", _VARIANTS.value or list(VARIANTS))]
+  if not _SKIP_BASE.value:
+    sizes.append(("base", _BASE_VARIANTS.value))
+  return [train_size(size, variants) for size, variants in sizes]
+
+
+# ------------------------------------------------------------------------------------------
+# Profile: time by kind of operation, from the trace of the compiled step's HLO ops.
+
+# (kind, pattern on the op's JAX name), first match wins; matmuls are told apart by name.
+KINDS = (("loss: log-softmax over the vocabulary", r"log_softmax|argmax|/reduce_max|iota"),
+         ("logits matmul (and its gradients)", r"attend/dot_general"),
+         ("Q/K/V/output projections (matmuls)", r"(query|key|value|out)/dot_general|hdm->"),
+         ("attention scores and values (matmuls)", r"BTNH.*dot_general|BNTS.*dot_general|"
+          r"bqhd,bkhd|bhqk,bkhd"),
+         ("attention softmax, masks, transposes", r"heads/"),
+         ("feed-forward (matmuls)", r"(ffn/.*|hmf|hfm|hdf)[^/]*/dot_general"),
+         ("feed-forward bias, ReLU, layouts", r"ffn/|hmf|hfm|hdf|relu"),
+         ("layer norm", r"_norm/"),
+         ("dropout", r"Dropout|bernoulli|threefry|random"),
+         ("optimizer update", r"optax|adam|params\[|apply_updates|simplex"))
+
+
+def _hlo_names(hlo_text: str) -> dict:
+  """{instruction name: JAX op name} from the compiled HLO's metadata."""
+  names = {}
+  for match in re.finditer(r"^\s*(?:ROOT )?%(\S+) = .*?op_name=\"([^\"]*)\"", hlo_text,
+                           re.MULTILINE):
+    names[match.group(1)] = match.group(2)
+  return names
+
+
+def profile_section():
+  return [profile_variant(variant) for variant in _PROFILE_VARIANTS.value]
+
+
+def profile_variant(variant: str, steps: int = 2):
+  """Traces `steps` steps of a bench-small model and sums op time by kind."""
+  import jax  # pylint: disable=g-import-not-at-top
+  runner = StepRunner(_model_config("bench-small", variant), *SIZES["bench-small"][5:])
+  for _ in range(2):
+    runner()
+  names = _hlo_names(runner.compiled.as_text())
+  with tempfile.TemporaryDirectory() as folder:
+    with jax.profiler.trace(folder, create_perfetto_trace=True):
+      wall = sum(_timed(runner) for _ in range(steps)) / steps
+    path = next(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
+                if f == "perfetto_trace.json.gz")
+    with gzip.open(path) as f:
+      trace = json.load(f)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  by_kind = collections.Counter()
+  for event in events:
+    if event.get("ph") != "X" or event["name"] not in names:
+      continue
+    op_name = names[event["name"]]
+    kind = next((k for k, pattern in KINDS if re.search(pattern, op_name)), "other")
+    by_kind[kind] += event.get("dur", 0) / 1e6 / steps
+  busy = sum(by_kind.values())
+  matmul_ops = [e for e in events if e.get("ph") == "X" and e["name"] in names and
+                "dot_general" in names[e["name"]]]
+  return {"variant": variant, "step_seconds": wall, "op_seconds": busy,
+          "matmul_op_seconds": sum(e.get("dur", 0) for e in matmul_ops) / 1e6 / steps,
+          "kinds": [dict(kind=k, seconds=v, share=v / busy) for k, v in by_kind.most_common()]}
+
+
+# ------------------------------------------------------------------------------------------
+# Attention kernels and decoding.
+
+
+def kernels_section():
+  """Attention at base-size heads (8 x 64), batch * length = --attention_tokens."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from wt import kernels  # pylint: disable=g-import-not-at-top
+  rows = []
+  for length in map(int, _LENGTHS.value):
+    batch = max(_ATTENTION_TOKENS.value // length, 1)
+    q, k, v = (jax.random.normal(jax.random.key(i), (batch, length, 8, 64)) for i in range(3))
+    valid = jnp.arange(length)[None, :] < jnp.linspace(length // 2, length, batch)[:, None]
+    mask = kernels.key_padding_mask(valid)
+    calls = {}
+    for impl in (None, "einsum"):
+      attend = functools.partial(kernels.dot_product_attention, mask=mask, implementation=impl)
+      forward = jax.jit(attend)
+      backward = jax.jit(jax.grad(lambda q, k, v, f=attend: jnp.sum(f(q, k, v) ** 2),
+                                  argnums=(0, 1, 2)))
+      name = impl or "jax.nn"
+      calls[(name, "forward")] = lambda f=forward: f(q, k, v).block_until_ready()
+      calls[(name, "forward+backward")] = lambda f=backward: jax.block_until_ready(f(q, k, v))
+    times = interleaved(calls, _STEPS.value, 1)
+    forward_flops = 4.0 * batch * length * length * 512
+    for pass_ in ("forward", "forward+backward"):
+      fast, slow = _median(times[("jax.nn", pass_)]), _median(times[("einsum", pass_)])
+      flops = forward_flops * (1 if pass_ == "forward" else 3)
+      rows.append(dict(length=length, batch=batch, pass_=pass_, jax_nn_seconds=fast,
+                       einsum_seconds=slow, einsum_over_jax_nn=_median(
+                           [s / f for s, f in zip(times[("einsum", pass_)],
+                                                  times[("jax.nn", pass_)])]),
+                       jax_nn_flops_per_second=flops / fast))
+  return rows
+
+
+def decode_section():
+  """Greedy and beam-4 sentences/s of the bench-small models, random weights, interleaved."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from wt import decode, models  # pylint: disable=g-import-not-at-top
+  inputs = _batch(SIZES["bench-small"][0], _DECODE_BATCH.value, _DECODE_LEN.value, 1)["inputs"]
+  inputs[:, -1] = decode.EOS
+  calls = {}
+  for variant in ("transformer", "weighted-split"):
+    config = _model_config("bench-small", variant)
+    model, params = models.Transformer(config), models.init_params(config, jax.random.key(0))
+    for method, beam in (("greedy", 1), ("beam", 4)):
+      fn = decode.make_decode_fn(model, method=method, beam_size=beam,
+                                 max_extra_len=_DECODE_EXTRA.value)
+      calls[(variant, f"{method}-{beam}" if method == "beam" else method)] = (
+          lambda fn=fn, params=params: jax.block_until_ready(fn(params, inputs)))
+  times = interleaved(calls, _STEPS.value, 1)
+  return [dict(variant=variant, method=method, seconds=_median(seconds),
+               sentences_per_second=len(inputs) / _median(seconds),
+               output_tokens=len(inputs) * (_DECODE_LEN.value + _DECODE_EXTRA.value))
+          for (variant, method), seconds in times.items()]
+
+
+# ------------------------------------------------------------------------------------------
+# Report.
+
+
+def machine() -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  return {"backend": jax.default_backend(), "device": device.device_kind,
+          "devices": jax.device_count(), "cpus": os.cpu_count(),
+          "processor": platform.processor() or platform.machine(), "jax": jax.__version__,
+          "python": platform.python_version()}
+
+
+def _table(header, rows) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def markdown(results: dict) -> str:
+  g = lambda x: f"{x / 1e9:.1f}"
+  out = ["# Benchmarks", "", f"Command: `{results['command']}`  ", "Machine: " + ", ".join(
+      f"{k} {v}" for k, v in results["machine"].items()), ""]
+  if "peak" in results:
+    peak = results["peak"]
+    out += ["## Matmul peak", ""] + _table(
+        ["dtype", "n", "ms", "GFLOP/s"],
+        [(r["dtype"], r["n"], f"{r['seconds'] * 1e3:.0f}", g(r["flops_per_second"]))
+         for r in peak["matmuls"]]) + [""]
+  for size in results.get("train", []):
+    first = size["variants"][0]
+    out += [f"## Training step, {size['size']} ({first['batch']} sentences x "
+            f"{first['source_len']} + {first['target_len']} tokens, {_DTYPE.value})", "",
+            f"MFU against the {PROBE}^2 f32 matmul timed in the same rounds: "
+            f"{g(size['probe_flops_per_second'])} GFLOP/s (median).", ""]
+    out += _table(
+        ["model", "step s", "x Transformer", "target tok/s", "GFLOP XLA", "GFLOP closed form",
+         "MFU", "peak memory MiB", "compile s"],
+        [(r["variant"], f"{r['step_seconds']:.3f}",
+          "" if r["ratio_to_transformer"] is None else f"{r['ratio_to_transformer']:.3f}",
+          f"{r['tokens_per_second']:.0f}", g(r["xla_flops"]), g(r["closed_form_flops"]),
+          f"{r['mfu']:.2f}", f"{r['peak_bytes'] / 2 ** 20:.0f}", f"{r['compile_seconds']:.1f}")
+         for r in size["variants"]]) + [""]
+  for prof in results.get("profile", []):
+    out += [f"## Where the bench-small {prof['variant']} step goes", "",
+            f"Step {prof['step_seconds']:.3f} s (traced); op time summed over threads "
+            f"{prof['op_seconds']:.3f} s, of which matmuls {prof['matmul_op_seconds']:.3f} s.",
+            ""] + _table(["kind of op (JAX name)", "s per step", "share"],
+                         [(r["kind"], f"{r['seconds']:.3f}", f"{r['share']:.0%}")
+                          for r in prof["kinds"]]) + [""]
+  if "kernels" in results:
+    out += ["## Attention kernels (8 heads x 64, key padding mask, f32)", ""] + _table(
+        ["length", "batch", "pass", "jax.nn ms", "einsum ms", "einsum / jax.nn",
+         "jax.nn GFLOP/s"],
+        [(r["length"], r["batch"], r["pass_"], f"{r['jax_nn_seconds'] * 1e3:.1f}",
+          f"{r['einsum_seconds'] * 1e3:.1f}", f"{r['einsum_over_jax_nn']:.2f}",
+          g(r["jax_nn_flops_per_second"])) for r in results["kernels"]]) + [""]
+  if "decode" in results:
+    out += [f"## Decoding, bench-small, random weights ({_DECODE_BATCH.value} sentences of "
+            f"{_DECODE_LEN.value} tokens, up to {_DECODE_LEN.value + _DECODE_EXTRA.value} "
+            f"output tokens each)", ""] + _table(
+                ["model", "method", "s per batch", "sentences/s"],
+                [(r["variant"], r["method"], f"{r['seconds']:.2f}",
+                  f"{r['sentences_per_second']:.1f}") for r in results["decode"]]) + [""]
+  return "\n".join(out)
+
+
+def main(argv):
+  del argv
+  sections = {"peak": peak_section, "train": train_section, "profile": profile_section,
+              "kernels": kernels_section, "decode": decode_section}
+  unknown = sorted(set(_SECTIONS.value) - set(sections))
+  if unknown:
+    raise app.UsageError(f"unknown section(s) {unknown}; choose from {sorted(sections)}")
+  results = {"command": "python -m experiments.bench " + " ".join(sys.argv[1:]),
+             "machine": machine()}
+  for name in _SECTIONS.value:
+    print(f"{name} ...", file=sys.stderr)
+    results[name] = sections[name]()
+  text = markdown(results)
+  print(text)
+  if _MARKDOWN.value:
+    with open(_MARKDOWN.value, "w", encoding="utf-8") as f:
+      f.write(text + "\n")
+  if _JSON.value:
+    with open(_JSON.value, "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
