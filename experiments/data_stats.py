@@ -25,6 +25,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _EPOCHS = flags.DEFINE_integer("epochs", 2, "Training epochs to measure.")
 _SEED = flags.DEFINE_integer("seed", 0, "Shuffle seed.")
 _ROW_MULTIPLE = flags.DEFINE_integer("row_multiple", 1, "Devices: global rows are a multiple.")
+_STEPS = flags.DEFINE_integer("train_steps", 5, "Timed training steps of the config's model "
+                              "(multi30k.py:quick without --config) on the most frequent batch "
+                              "shape, to compare with the pipeline's speed; 0 skips them.")
 
 
 def _define_data_flags() -> dict:
@@ -46,6 +49,33 @@ def _data_config():
   return config
 
 
+def _training_examples_per_second(data, batch: dict) -> float:
+  """Examples per second that training steps consume on `batch`'s shape (after 2 warm-ups)."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from experiments.configs import multi30k  # pylint: disable=g-import-not-at-top
+  from wt import models, optim, parallel, train  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value if _CONFIG.value is not None else multi30k.get_config("quick")
+  model_config = train.model_config_from(config, data.tokenizer.vocab_size)
+  optimizer, _ = optim.make_optimizer(config.train, model_config)
+  params = models.init_params(model_config, jax.random.key(0))
+  state = train.TrainState(step=jax.numpy.zeros([], "int32"), params=params,
+                           opt_state=optimizer.init(params), rng=jax.random.PRNGKey(0))
+  step = parallel.shard_map_step(functools.partial(
+      train.train_step, model=models.Transformer(model_config), optimizer=optimizer,
+      label_smoothing=config.train.label_smoothing), parallel.make_mesh())
+  device_batch = parallel.global_batch({k: batch[k] for k in ("inputs", "targets")},
+                                       parallel.make_mesh())
+  for _ in range(2):
+    state, _ = step(state, device_batch)
+  jax.block_until_ready(state)
+  started = time.perf_counter()
+  for _ in range(_STEPS.value):
+    state, _ = step(state, device_batch)
+  jax.block_until_ready(state)
+  return len(batch["inputs"]) * _STEPS.value / (time.perf_counter() - started)
+
+
 def _efficiency(real: float, slots: float) -> str:
   return f"{real / slots:.3f}" if slots else "-"
 
@@ -58,6 +88,7 @@ def main(argv):
   load_s = time.perf_counter() - started
 
   per_shape = collections.defaultdict(lambda: np.zeros(3))  # batches, real tokens, slots
+  example_batch = {}   # one batch of each shape, for the training-step measurement
   examples = 0
   count = _EPOCHS.value * data.batches_per_epoch
   started = time.perf_counter()
@@ -65,6 +96,7 @@ def main(argv):
     shape = (len(batch["inputs"]), batch["inputs"].shape[1], batch["targets"].shape[1])
     real = np.count_nonzero(batch["inputs"]) + np.count_nonzero(batch["targets"])
     per_shape[shape] += (1, real, batch["inputs"].size + batch["targets"].size)
+    example_batch.setdefault(shape, batch)
     examples += shape[0]
     if batch["position"] == count:
       break
@@ -100,6 +132,12 @@ def main(argv):
           (f"{data_config.eval_split} padding efficiency", _efficiency(eval_real, eval_slots)),
           (f"{data_config.eval_split} batch shapes", len(eval_shapes))]:
     print(f"| {name} | {value} |")
+  if _STEPS.value > 0:
+    shape = max(per_shape, key=lambda k: per_shape[k][0])
+    consumed = _training_examples_per_second(data, example_batch[shape])
+    print(f"| examples per second a training step consumes (shape {shape}) | "
+          f"{consumed:,.0f} |")
+    print(f"| pipeline speed / training consumption | {examples / iterate_s / consumed:,.0f}x |")
   assert batches == count
 
 

@@ -68,6 +68,8 @@ class ModelConfig:
     scale_attention: multiply scores by 1/sqrt(d_k) (True) or not (the ablation).
     dtype: compute dtype ("float32" or "bfloat16"); parameters are always float32.
     attention_implementation: None, "xla", "cudnn" or "einsum" (kernels.dot_product_attention).
+    fold_branch_output: compute a branch as head_i (kappa_i W^{O_i} W1_i) instead of the paper's
+      (head_i kappa_i W^{O_i}) W1_i: the same function and parameters, fewer FLOPs.
   """
   vocab_size: int = 37000
   attention: str = "multihead"
@@ -90,6 +92,7 @@ class ModelConfig:
   scale_attention: bool = True
   dtype: str = "float32"
   attention_implementation: Optional[str] = None
+  fold_branch_output: bool = False
   layer_norm_epsilon: float = 1e-6
 
   def __post_init__(self):
@@ -172,7 +175,8 @@ def _attention(config: ModelConfig, branched: bool, name: str) -> nn.Module:
         config.num_branches, config.d_model, config.d_ff, config.branch_ffn,
         config.branch_weights, config.test_branch_weights, config.scale_attention,
         config.attention_dropout_rate, config.relu_dropout_rate,
-        config.attention_implementation, config.compute_dtype, name=name)
+        config.attention_implementation, config.fold_branch_output, config.compute_dtype,
+        name=name)
   return MultiHeadAttention(config.num_heads, config.d_model, config.scale_attention,
                             config.attention_dropout_rate, config.attention_implementation,
                             config.compute_dtype, name=name)
