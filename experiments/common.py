@@ -61,3 +61,26 @@ def command_line(argv) -> str:
   """The command as typed, for reports: python -m experiments.<name> and its flags."""
   module = pathlib.Path(argv[0]).stem
   return shlex.join(["python", "-m", f"experiments.{module}", *argv[1:]])
+
+
+def define_trained_run_flags():
+  """--workdir, --average_last, --beam_size, --length_penalty: how the evaluation commands
+  pick a trained run and decode with it. Returns a function of the loaded
+  `evaluation.TrainedModel` that gives the decode config with the flags applied."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("workdir", None, "a training run's workdir")
+  flags.DEFINE_integer("average_last", None, "average the last n checkpoints (default: the "
+                       "run's decode.average_last)")
+  flags.DEFINE_integer("beam_size", None, "beam size, 1 = greedy (default: the run's)")
+  flags.DEFINE_float("length_penalty", None, "GNMT length penalty alpha (default: the run's)")
+  flags.mark_flags_as_required(["workdir"])
+
+  def decode_config(trained):
+    config = trained.config.decode
+    if flags.FLAGS.beam_size is not None:
+      config.beam_size = flags.FLAGS.beam_size
+    if flags.FLAGS.length_penalty is not None:
+      config.length_penalty = flags.FLAGS.length_penalty
+    return config
+
+  return decode_config

@@ -16,30 +16,22 @@ from absl import app, flags
 
 from experiments import common
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "a training run's workdir")
+_decode_config = common.define_trained_run_flags()
 _SPLIT = flags.DEFINE_string("split", "test", "split to translate (e.g. validation, test)")
-_AVERAGE = flags.DEFINE_integer("average_last", None, "average the last n checkpoints "
-                                "(default: the run's decode.average_last)")
 _BRANCH = flags.DEFINE_enum("test_branch_weights", "learned", ["learned", "uniform", "random"],
                             "kappa/alpha at test time (weighted models)")
-_BEAM = flags.DEFINE_integer("beam_size", None, "beam size (1 = greedy)")
-_PENALTY = flags.DEFINE_float("length_penalty", None, "GNMT length penalty alpha")
-flags.mark_flags_as_required(["workdir"])
+FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
   common.start(None)
   from wt import evaluation  # pylint: disable=g-import-not-at-top
-  workdir = _WORKDIR.value
-  trained = evaluation.load_trained(workdir, average_last=_AVERAGE.value,
+  workdir = FLAGS.workdir
+  trained = evaluation.load_trained(workdir, average_last=FLAGS.average_last,
                                     test_branch_weights=_BRANCH.value)
-  average = _AVERAGE.value or trained.config.decode.average_last
-  decode_config = trained.config.decode
-  if _BEAM.value is not None:
-    decode_config.beam_size = _BEAM.value
-  if _PENALTY.value is not None:
-    decode_config.length_penalty = _PENALTY.value
+  average = FLAGS.average_last or trained.config.decode.average_last
+  decode_config = _decode_config(trained)
   result = evaluation.evaluate_split(trained.model, trained.params, trained.data, _SPLIT.value,
                                      decode_config)
   tag = f"avg{average}.beam{decode_config.beam_size}.{_BRANCH.value}"

@@ -10,22 +10,18 @@ from absl import app, flags
 
 from experiments import common
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "a training run's workdir")
+_decode_config = common.define_trained_run_flags()
 _INPUT = flags.DEFINE_string("input", None, "file of source sentences (default: stdin)")
 _OUTPUT = flags.DEFINE_string("output", None, "file for the translations (default: stdout)")
-_AVERAGE = flags.DEFINE_integer("average_last", None, "average the last n checkpoints "
-                                "(default: the run's decode.average_last)")
-_BEAM = flags.DEFINE_integer("beam_size", None, "beam size (1 = greedy)")
-_PENALTY = flags.DEFINE_float("length_penalty", None, "GNMT length penalty alpha")
-flags.mark_flags_as_required(["workdir"])
+FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
   common.start(None)
   from wt import evaluation  # pylint: disable=g-import-not-at-top
-  trained = evaluation.load_trained(_WORKDIR.value, average_last=_AVERAGE.value)
-  decode = trained.config.decode
+  trained = evaluation.load_trained(FLAGS.workdir, average_last=FLAGS.average_last)
+  decode = _decode_config(trained)
   if _INPUT.value:
     with open(_INPUT.value, encoding="utf-8") as f:
       sentences = [line.rstrip("\n") for line in f]
@@ -33,8 +29,7 @@ def main(argv):
     sentences = [line.rstrip("\n") for line in sys.stdin]
   translations, timing = evaluation.translate_sentences(
       trained.model, trained.params, trained.data.tokenizer, sentences,
-      beam_size=_BEAM.value or decode.beam_size,
-      length_penalty=decode.length_penalty if _PENALTY.value is None else _PENALTY.value,
+      beam_size=decode.beam_size, length_penalty=decode.length_penalty,
       max_extra_len=decode.max_extra_len)
   text = "".join(t + "\n" for t in translations)
   if _OUTPUT.value:

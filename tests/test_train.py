@@ -170,6 +170,8 @@ def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tiny_config
 def test_a_workdir_of_another_config_is_refused_unless_overwritten(tiny_config, tmp_path):
   tiny_config.train.num_steps = 2
   train.train_and_evaluate(tiny_config, str(tmp_path))
+  tiny_config.decode.beam_size = 8          # evaluation settings do not define a run
+  assert train.train_and_evaluate(tiny_config, str(tmp_path))["step"] == 2
   tiny_config.model.d_model = 48
   with pytest.raises(ValueError, match=r"different config \(differs in model.d_model\).*"
                                        r"--overwrite"):
@@ -204,10 +206,11 @@ def test_logs_hold_losses_rates_throughput_branch_weights_and_validation(tiny_co
   assert [r["step"] for r in train_records] == [5, 10]
   assert [r["step"] for r in eval_records] == [5, 10]
   for key in ("train/learning_rate", "train/branch_learning_rate", "train/tokens_per_second",
-              "train/seconds", "train/nll", "train/accuracy"):
+              "train/seconds", "train/nll"):
     assert train_records[-1][key] > 0, key
   kappa = {k: v for k, v in train_records[0].items() if "/kappa/" in k}
   assert len(kappa) == 4 * 2  # M = 4 values for each of the 2 branched sublayers
+  assert 0 <= eval_records[-1]["eval/accuracy"] <= 1
   assert eval_records[-1]["eval/perplexity"] == pytest.approx(
       np.exp(eval_records[-1]["eval/nll"]))
   # Frozen for the last 5 steps: the logged kappa/alpha at step 5 and 10 are the same.
@@ -215,3 +218,19 @@ def test_logs_hold_losses_rates_throughput_branch_weights_and_validation(tiny_co
     assert train_records[0][key] == train_records[1][key], key
   assert summary["eval_loss"] == eval_records[-1]["eval/loss"]
   assert any((tmp_path / "tensorboard").iterdir())
+
+
+@pytest.mark.parametrize("section, field, value, message", [
+    ("train", "wrapper", "xmap", "train.wrapper='xmap' is not a valid choice; use one of "
+                                 "'shard_map', 'pmap'"),
+    ("train", "num_steps", 0, "train.num_steps=0 must be a positive integer"),
+    ("train", "branch_freeze_steps", 50, "freezes kappa/alpha for the whole run"),
+    ("model", "num_heads", 5, "model.num_heads=5 does not divide model.d_model=32"),
+    ("data", "tokens_per_batch", -1, "config.data.tokens_per_batch=-1 is invalid"),
+])
+def test_bad_config_values_are_refused_before_anything_is_loaded(tiny_config, tmp_path, section,
+                                                                 field, value, message):
+  tiny_config[section][field] = value
+  with pytest.raises(ValueError, match=message):
+    train.Trainer(tiny_config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()

@@ -94,7 +94,8 @@ def run_jobs(jobs: list[Job], *, splits=("test",), interleave_steps: int = 0) ->
   logging.info("%d of %d jobs to run: %s", len(pending), len(jobs),
                ", ".join(job.name for job in pending) or "none")
   if interleave_steps > 0 and pending:
-    trainers = [train.Trainer(job.config, job.workdir) for job in pending]
+    trainers = [train.Trainer(job.config, job.workdir, progress_position=i)
+                for i, job in enumerate(pending)]
     while any(t.step < t.config.train.num_steps for t in trainers):
       for trainer in trainers:
         trainer.train_until(trainer.step + interleave_steps)

@@ -22,6 +22,7 @@ import optax
 from wt.modules import is_branch_weight
 
 BRANCH_GROUP, WEIGHT_GROUP = "branch_weights", "weights"
+BRANCH_SCHEDULES = ("own", "shared")
 
 
 def _warmup_rsqrt(step, warmup_steps: int):

@@ -70,7 +70,7 @@ def train_step(state: TrainState, batch: dict, *, model: models.Transformer,
   def loss_fn(params):
     logits = model.apply({"params": params}, inputs, targets, train=True,
                          rngs={"dropout": device_rng})
-    step_metrics = metrics.token_metrics(logits, targets, label_smoothing)
+    step_metrics = metrics.token_metrics(logits, targets, label_smoothing, with_accuracy=False)
     return step_metrics["loss"][0] / mean_tokens, step_metrics
 
   grads, step_metrics = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -94,28 +94,76 @@ def eval_step(params, batch: dict, *, model: models.Transformer, label_smoothing
 CONFIG_FILE = "config.json"
 
 
+# The sections that define what a run trains; decode, compare and distributed settings may
+# change between a run and its resumption.
+_RUN_SECTIONS = ("model", "data", "train")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
 def _check_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> None:
-  """Saves the config; refuses a workdir that holds a run of a different config."""
+  """Saves the config; refuses a workdir that holds a run of a different model, data or
+  training config (unless `overwrite`, which deletes that run)."""
   path = os.path.join(workdir, CONFIG_FILE)
   current = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       saved = json.load(f)
-    if saved != current:
-      if not overwrite:
-        flat = lambda d, p="": {k2: v2 for k, v in d.items() for k2, v2 in (
-            flat(v, f"{p}{k}.").items() if isinstance(v, dict) else [(f"{p}{k}", v)])}
-        old, new = flat(saved), flat(current)
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        raise ValueError(f"workdir {workdir} holds a run of a different config (differs in "
-                         f"{', '.join(changed[:8])}); use another --workdir, or pass "
-                         f"--overwrite to delete that run and start again")
+    old = _flatten({k: saved.get(k) for k in _RUN_SECTIONS})
+    new = _flatten({k: current.get(k) for k in _RUN_SECTIONS})
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed and not overwrite:
+      raise ValueError(f"workdir {workdir} holds a run of a different config (differs in "
+                       f"{', '.join(changed[:8])}); use another --workdir, or pass "
+                       f"--overwrite to delete that run and start again")
+    if changed:
       logging.warning("overwriting the run in %s", workdir)
       shutil.rmtree(workdir)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
       json.dump(current, f, indent=2, sort_keys=True)
+
+
+_POSITIVE_TRAIN_FIELDS = ("num_steps", "warmup_steps", "branch_warmup_steps", "log_every",
+                          "eval_every", "checkpoint_every", "keep_checkpoints")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Refuses a config that cannot work, naming the field, the value and the fix, before any
+  data is loaded or anything compiled."""
+  from wt import data as data_lib  # pylint: disable=g-import-not-at-top
+  data_lib.validate_data_config(config.data)
+  model_config_from(config, config.model.vocab_size)   # ModelConfig validates itself
+  train_config = config.train
+  for field in _POSITIVE_TRAIN_FIELDS:
+    value = train_config[field]
+    if not isinstance(value, int) or value <= 0:
+      raise models.ConfigError(f"train.{field}={value!r} must be a positive integer")
+  choices = {"wrapper": parallel.WRAPPERS, "branch_schedule": optim.BRANCH_SCHEDULES}
+  for field, valid in choices.items():
+    if train_config[field] not in valid:
+      raise models.ConfigError(f"train.{field}={train_config[field]!r} is not a valid choice; "
+                               f"use one of {', '.join(map(repr, valid))}")
+  if not 0.0 <= train_config.label_smoothing < 1.0:
+    raise models.ConfigError(f"train.label_smoothing={train_config.label_smoothing!r} must be "
+                             f"in [0, 1)")
+  if train_config.learning_rate_scale <= 0:
+    raise models.ConfigError(f"train.learning_rate_scale={train_config.learning_rate_scale!r} "
+                             f"must be positive")
+  if optim.branch_freeze_steps(train_config) >= train_config.num_steps:
+    raise models.ConfigError(f"train.branch_freeze_steps={train_config.branch_freeze_steps} "
+                             f"freezes kappa/alpha for the whole run of train.num_steps="
+                             f"{train_config.num_steps}; use fewer (or -1 for the paper's "
+                             f"1/6, 0 for never)")
 
 
 def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> models.ModelConfig:
@@ -134,10 +182,7 @@ class Trainer:
     from wt import data as data_lib  # pylint: disable=g-import-not-at-top
     self.config, self.workdir = config, workdir
     train_config = config.train
-    if train_config.wrapper not in parallel.WRAPPERS:
-      raise ValueError(f"train.wrapper={train_config.wrapper!r} is not one of "
-                       f"{parallel.WRAPPERS}")
-    data_lib.validate_data_config(config.data)
+    validate_config(config)
     _check_workdir(config, workdir, overwrite)
     self.is_chief = jax.process_index() == 0
     self.mesh = parallel.make_mesh()
