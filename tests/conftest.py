@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 def tiny_data_dirs(tmp_path_factory):
   """(data_dir, cache_dir): a tiny synthetic Multi30k written once per session, and a cache
   (TFDS build, SentencePiece model) shared by every test that trains on it."""
-  from tests.test_data_corpus import write_multi30k  # pylint: disable=g-import-not-at-top
+  from tests.synthetic_corpus import write_multi30k  # pylint: disable=g-import-not-at-top
   data_dir = tmp_path_factory.mktemp("multi30k")
   write_multi30k(data_dir)
   return data_dir, tmp_path_factory.mktemp("cache")

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from test_data_corpus import write_gzip_lines, write_multi30k
+from tests.synthetic_corpus import write_gzip_lines, write_multi30k
 
 from wt.data import DataError, default_data_config, load_translation_data
 from wt.data import multi30k

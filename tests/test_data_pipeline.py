@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import pytest
-from test_data_corpus import InMemorySource, parallel_corpus
+from tests.synthetic_corpus import InMemorySource, parallel_corpus
 
 from wt.data import DataError, default_data_config
 from wt.data.pipeline import TranslationData

@@ -2,7 +2,7 @@
 
 import pytest
 import sentencepiece as spm
-from test_data_corpus import parallel_corpus
+from tests.synthetic_corpus import parallel_corpus
 
 from wt.data import DataError
 from wt.data.cache import publish

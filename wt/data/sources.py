@@ -5,6 +5,8 @@ import dataclasses
 import tensorflow_datasets as tfds
 
 _READ_BATCH = 10_000
+# TFDS's own progress bars (one per split while building) would bury the training bar.
+tfds.display_progress_bar(False)
 
 
 @dataclasses.dataclass(frozen=True)
