@@ -234,3 +234,19 @@ def test_bad_config_values_are_refused_before_anything_is_loaded(tiny_config, tm
   with pytest.raises(ValueError, match=message):
     train.Trainer(tiny_config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_bfloat16_compute_trains_with_float32_parameters_and_optimizer_state(tiny_config,
+                                                                            tmp_path):
+  tiny_config.model.dtype = "bfloat16"
+  tiny_config.train.update(num_steps=4, log_every=2, eval_every=4)
+  trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
+  before = jax.tree.map(np.asarray, trainer.params())
+  trainer.train_until(4)
+  assert np.isfinite(trainer.last_eval["loss"])
+  for tree in (trainer.state.params, trainer.state.opt_state):
+    floats = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and all(x.dtype == jnp.float32 for x in floats)
+  assert any(np.abs(a - np.asarray(b)).max() > 0
+             for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(trainer.params())))
+  trainer.close()
