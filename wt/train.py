@@ -303,8 +303,8 @@ class Trainer:
     until_step = min(until_step, cfg.num_steps)
     pending, pending_tokens, pending_seconds = {}, 0, 0.0
     while self.step < until_step:
-      batch = next(self.batches)
       tick = time.perf_counter()
+      batch = next(self.batches)
       self.state, step_metrics = self._run_step(self._device_batch(batch))
       pending = metrics.add(pending, step_metrics)
       self.step += 1
