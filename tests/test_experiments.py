@@ -43,7 +43,7 @@ def test_compare_reports_both_models_and_a_second_call_trains_nothing(experiment
   path = comparisons.compare(experiment_config, str(tmp_path), name="tiny", command="test")
   report = pathlib.Path(path).read_text()
   rows = table_rows(report)
-  assert rows[""] == ["Transformer (1 seeds)", "Weighted Transformer (1 seeds)"]
+  assert rows[""] == ["Transformer (1 seed)", "Weighted Transformer (1 seed)"]
   for row in ("test BLEU", "best validation loss", "training seconds", "parameters",
               "target tokens per second"):
     assert len(rows[row]) == 2 and all(cell not in ("", "–") for cell in rows[row]), row

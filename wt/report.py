@@ -133,8 +133,10 @@ def compare_report(results: list[dict], outdir: str, *, title: str, command: str
           [r["evaluations"]["default"][split]["sentences_per_second"] for r in rs], 1),
       "parameters": lambda rs: f"{rs[0]['num_params']:,}",
   }
-  header = "| | " + " | ".join(f"{MODEL_NAMES.get(n, n)} ({len(groups[n])} seeds)"
-                                  for n in names) + " |"
+  def column(name):
+    seeds = len(groups[name])
+    return f"{MODEL_NAMES.get(name, name)} ({seeds} seed{'s' if seeds > 1 else ''})"
+  header = "| | " + " | ".join(column(n) for n in names) + " |"
   lines = [header, "|---" * (len(names) + 1) + "|"]
   lines += [f"| {row} | " + " | ".join(fn(groups[n]) for n in names) + " |"
             for row, fn in rows.items()]
