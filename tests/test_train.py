@@ -154,6 +154,20 @@ def test_nan_stops_the_run_and_the_last_good_checkpoint_restores(tiny_config, tm
   restored.close()
 
 
+def test_an_update_that_breaks_the_parameters_is_never_checkpointed(tiny_config, tmp_path):
+  # A NaN in Adam's moments makes step 10's update NaN while step 10's loss (computed from
+  # the parameters before it) is still finite; step 10 is a checkpoint step.
+  tiny_config.train.update(num_steps=20, checkpoint_every=5, log_every=5)
+  trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
+  trainer.train_until(9)
+  poison = lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x
+  trainer.state = trainer.state.replace(opt_state=jax.tree.map(poison, trainer.state.opt_state))
+  with pytest.raises(train.TrainingDivergedError, match=r"param_norm=nan.*checkpoint \(5\)"):
+    trainer.train_until(20)
+  trainer.close()
+  assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).steps() == [5]
+
+
 def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tiny_config, tmp_path,
                                                                      caplog):
   tiny_config.train.update(num_steps=10, checkpoint_every=5)

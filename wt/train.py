@@ -50,7 +50,8 @@ class TrainState:
 
 
 class TrainingDivergedError(RuntimeError):
-  """The loss became NaN or Inf; the run stopped and the last good checkpoint is kept."""
+  """The loss, gradient or parameters became NaN or Inf; the run stopped, the last good
+  checkpoint is kept."""
 
 
 def train_step(state: TrainState, batch: dict, *, model: models.Transformer,
@@ -76,9 +77,14 @@ def train_step(state: TrainState, batch: dict, *, model: models.Transformer,
   grads, step_metrics = jax.grad(loss_fn, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, parallel.AXIS)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                            opt_state=opt_state)
-  return new_state, jax.lax.psum(step_metrics, parallel.AXIS)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  # The norms are the same on every device (computed after the pmean): one count per step.
+  # A non-finite parameter norm catches an update that broke the parameters while this step's
+  # loss was still finite, before that state can be checkpointed.
+  norms = {"grad_norm": (optax.tree.norm(grads), 1.0),
+           "param_norm": (optax.tree.norm(params), 1.0)}
+  return new_state, {**jax.lax.psum(step_metrics, parallel.AXIS), **norms}
 
 
 def eval_step(params, batch: dict, *, model: models.Transformer, label_smoothing: float):
@@ -283,11 +289,13 @@ class Trainer:
     return self._logical_state().params
 
   def _check_finite(self, summed: dict):
-    loss = float(jax.device_get(summed["loss"][0]))
-    if not np.isfinite(loss):
+    values = {name: float(jax.device_get(total)) for name, (total, _) in summed.items()}
+    broken = {name: value for name, value in values.items() if not np.isfinite(value)}
+    if broken:
       last = self.checkpointer.steps()
       raise TrainingDivergedError(
-          f"training loss became {loss} before step {self.step} in {self.workdir}; the run "
+          f"training {', '.join(f'{k}={v}' for k, v in broken.items())} by step {self.step} "
+          f"in {self.workdir}; the run "
           f"stopped and the last good checkpoint ({last[-1] if last else 'none'}) is kept. "
           f"Lower train.learning_rate_scale or raise train.warmup_steps, then resume")
 
