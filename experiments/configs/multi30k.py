@@ -6,7 +6,8 @@
 Variants (the argument after the colon):
   quick  both models, one seed, a short budget: fits in 15 minutes on 2 CPU cores and shows
          the validation curves separating from noise, not converged BLEU.
-  small  the honest comparison: 3 seeds, trained long enough to converge.
+  small  the honest comparison: 3 seeds, five times quick's steps, close to its plateau
+         (its report: docs/results/multi30k-small).
   tiny   a toy size for tests and smoke runs (seconds).
 """
 
