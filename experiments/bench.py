@@ -379,20 +379,21 @@ FINDINGS = """## Notes: where the rest of the time goes, and what was tried
 
 Measured while tuning, on the 2-core CPU of docs/benchmarks.md (interleaved, ratios):
 
-- Quiet, the 2-core matmul peak is 170-190 GFLOP/s; when other jobs share the cores it drops
+- Quiet, the 2-core matmul peak is 170-205 GFLOP/s; when other jobs share the cores it drops
   to 65-100 (the task's reference figures were taken so: peak 65, PyTorch nn.Transformer 2.4 s,
-  flax's wmt example 3.0 s per bench-small step). The bench-small Transformer step (98.6 GFLOP)
-  takes 1.05-1.2 s quiet, about 85 GFLOP/s: MFU 0.5, short of 0.6 (in shared phases it took
-  1.4-2.1 s, MFU 0.5-0.7 against the matmul timed in the same rounds). Matmuls are 55% of its
-  op time (profile above) at about 135 GFLOP/s; the 2048 x 256 x 256 Q/K/V/output projections
-  run at about 100. The rest is memory-bound work over many small ops:
-- The loss over the vocabulary: `take_along_axis` of the gold log-probability becomes a scatter
-  in the backward pass, and XLA writes the logits' gradient transposed (`[vocab, tokens]`, a
-  strided 64 MB copy) for the embedding-gradient matmul. Writing the same label-smoothed loss
-  as `-sum(smoothed_one_hot * log_softmax)` cut logits + loss forward+backward from 374 to
-  289 ms (0.77x, about 7% of a step: MFU about 0.54); the accuracy's argmax costs 38 ms more.
-  This lives in wt/metrics.py: left to its owner.
-- Dropout (threefry bits) costs about 5% of the Transformer step; the `unsafe_rbg` PRNG was
+  flax's wmt example 3.0 s per bench-small step). The bench-small Transformer step (98.8 GFLOP)
+  takes 1.04-1.2 s quiet, 85-95 GFLOP/s: MFU 0.5-0.58, short of 0.6 (in shared phases it took
+  1.4-2.1 s, MFU 0.5-0.7 against the matmul timed in the same rounds). Matmuls are about half
+  of its op time (profile above) at about 135 GFLOP/s; the 2048 x 256 x 256 Q/K/V/output
+  projections run at about 100. The rest is memory-bound work over many small ops:
+- The loss over the vocabulary: `take_along_axis` of the gold log-probability became a
+  scatter in the backward pass, and XLA wrote the logits' gradient transposed (`[vocab,
+  tokens]`, a strided 64 MB copy) for the embedding-gradient matmul. Writing the same
+  label-smoothed loss as `-sum(smoothed_one_hot * log_softmax)` cut logits + loss
+  forward+backward from 374 to 289 ms (0.77x; adopted in wt/metrics.py), and dropping the
+  training accuracy (an argmax over the vocabulary, 38 ms) took MFU from 0.49 to 0.57. The
+  log-softmax's forward and backward over 2048 x 8192 logits are still 15% of the step.
+- Dropout (threefry bits) costs 5-10% of the Transformer step; the `unsafe_rbg` PRNG was
   slower on this CPU. LayerNorm about 3%, Adam about 1%.
 - Branched block layout (wt/modules.py): einsums over `[b, q, M, .]` ran one encoder block's
   forward+backward at 1.30x a Transformer layer's (attention + FFN): XLA made the branch axis
