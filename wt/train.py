@@ -289,8 +289,9 @@ class Trainer:
     return self._logical_state().params
 
   def _check_finite(self, summed: dict):
-    values = {name: float(jax.device_get(total)) for name, (total, _) in summed.items()}
-    broken = {name: value for name, value in values.items() if not np.isfinite(value)}
+    # `summed` is already on the host: train_until fetches it before every check.
+    broken = {name: float(total) for name, (total, _) in summed.items()
+              if not np.isfinite(total)}
     if broken:
       last = self.checkpointer.steps()
       raise TrainingDivergedError(
