@@ -1,20 +1,44 @@
 # Two entry points (see README): `make compare` runs the main job, `make test` the tests.
-# Both create .venv from requirements.txt first; nothing else needs installing by hand.
+# Both create .venv from the pinned requirements first; nothing else needs installing by hand.
+#   make setup      runtime pins (requirements.txt), then this package, editable (`wt`, `experiments`)
+#   make setup-dev  setup + the pinned development tools (requirements-dev.txt)
+#   make test       the full suite, in parallel (pytest-xdist)
+#   make test-fast  the edit-test loop: everything but the tests marked `slow`
+#   make lint       ruff check, ruff format --check, mypy on wt/
+# Test options: WORKERS=auto (pytest-xdist workers), ARGS="--durations=20 -x" (more pytest flags).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+WORKERS ?= 2
+ARGS ?=
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) $(ARGS)
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-.PHONY: setup test compare
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+.PHONY: setup setup-dev test test-fast lint compare
 setup: $(VENV)/.installed
 
-test: setup
-	$(PY) -m pytest -q tests
+setup-dev: $(VENV)/.dev-installed
+
+test: setup-dev
+	$(PYTEST) tests
+
+test-fast: setup-dev
+	$(PYTEST) -m "not slow" tests
+
+lint: setup-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 compare: setup
 	$(PY) -m experiments.compare --config experiments/configs/multi30k.py:quick

@@ -6,7 +6,8 @@
 Sections (--sections, comma-separated):
   peak     the machine's practical peak: jitted f32 and bf16 matmuls, in FLOP/s.
   train    training steps (`wt.train.train_step`, Adam, dropout on) of the Transformer and of
-           the Weighted Transformer in every branch-FFN mode, at `bench-small` and at the base
+           the Weighted Transformer in every branch-FFN mode, residual placement and output
+           bias, at `bench-small` and at the base
            size: compile time, median step time, target tokens/s, FLOPs per step from XLA's
            cost analysis and from `wt.flops`, MFU and peak memory, and the weighted/standard
            step-time ratio.
@@ -16,6 +17,11 @@ Sections (--sections, comma-separated):
            the einsum path, at lengths 32 to 512.
   decode   greedy and beam-4 decoding, sentences per second (random weights: every sentence
            runs to its length limit, the slowest case).
+  peers    the bench-small training step in PyTorch (`nn.Transformer`, eager and
+           torch.compile; experiments/peers/), each in a second process, interleaved round by
+           round with the wt steps and a matmul probe in every process: same-round ratios to
+           PyTorch eager (`x_torch_eager`) and each one's MFU against its own matmul. Needs
+           the optional torch (requirements-peers.txt); skipped with a message without it.
 
 Timing is interleaved: every round runs each variant once (A, B, C, C, B, A, ...), and each
 training round also times one 4096^2 f32 matmul, so that ratios and MFU come from the same
@@ -39,7 +45,8 @@ from absl import app, flags
 
 from experiments import common  # noqa: F401  (quiet TensorFlow logs before JAX starts)
 
-_SECTIONS = flags.DEFINE_list("sections", ["peak", "train", "profile", "kernels", "decode"],
+_SECTIONS = flags.DEFINE_list("sections", ["peak", "train", "peers", "profile", "kernels",
+                                           "decode"],
                               "sections to run")
 _STEPS = flags.DEFINE_integer("steps", 5, "timed rounds per measurement")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed rounds first (at least 2 for training)")
@@ -75,7 +82,16 @@ VARIANTS = {"transformer": {},
             "weighted-split-folded": dict(attention="weighted", branch_ffn="split",
                                           fold_branch_output=True),
             "weighted-shared": dict(attention="weighted", branch_ffn="shared"),
-            "weighted-full": dict(attention="weighted", branch_ffn="full")}
+            "weighted-full": dict(attention="weighted", branch_ffn="full"),
+            "weighted-ffn-residual": dict(attention="weighted", branch_residual="ffn"),
+            "weighted-sublayers-residual": dict(attention="weighted",
+                                                branch_residual="sublayers"),
+            "weighted-per-branch-bias": dict(attention="weighted",
+                                             branch_output_bias="per_branch")}
+_PEERS = flags.DEFINE_list("peers", ["torch-eager", "torch-compile"],
+                           "peers section: PyTorch variants (torch-eager, torch-compile)")
+_PEER_VARIANTS = flags.DEFINE_list("peer_variants", ["transformer", "weighted-split"],
+                                   "peers section: wt bench-small variants timed with them")
 PROBE = 4096   # the matmul timed in every training round (as long as a small step)
 
 
@@ -157,25 +173,17 @@ class StepRunner:
 
   def __init__(self, model_config, batch: int, source_len: int, target_len: int):
     import jax  # pylint: disable=g-import-not-at-top
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
     from experiments.configs.base import get_base_config  # pylint: disable=g-import-not-at-top
     from wt import flops, models, optim, parallel, train  # pylint: disable=g-import-not-at-top
-    model = models.Transformer(model_config)
     optimizer, _ = optim.make_optimizer(get_base_config().train, model_config)
-    mesh = parallel.make_mesh(jax.devices()[:1])
-
-    def init():
-      params = models.init_params(model_config, jax.random.key(0))
-      return train.TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                              opt_state=optimizer.init(params), rng=jax.random.key(1))
-
-    self.state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
-    self.batch = parallel.global_batch(
-        _batch(model_config.vocab_size, batch, source_len, target_len), mesh)
-    step = parallel.shard_map_step(functools.partial(
-        train.train_step, model=model, optimizer=optimizer, label_smoothing=0.1), mesh)
+    one_device = parallel.data_parallel("shard_map", jax.devices()[:1])
+    self.state = train.create_train_state(model_config, optimizer, 0, one_device)
+    self.batch = one_device.device_batch(
+        _batch(model_config.vocab_size, batch, source_len, target_len))
     start = time.perf_counter()
-    self.compiled = step.lower(self.state, self.batch).compile()
+    self.compiled = train.compile_train_step(models.Transformer(model_config), optimizer, 0.1,
+                                             one_device, self.state, self.batch)
     self.compile_seconds = time.perf_counter() - start
     self.xla_flops = flops.compiled_flops(self.compiled)
     self.closed_form_flops = flops.train_step_flops(model_config, batch, source_len,
@@ -276,6 +284,55 @@ def _hlo_names(hlo_text: str) -> dict:
                            re.MULTILINE):
     names[match.group(1)] = match.group(2)
   return names
+
+
+def peers_section() -> dict:
+  """wt's bench-small steps against PyTorch's, interleaved (experiments/peers/compare.py)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from experiments.peers import compare, process  # pylint: disable=g-import-not-at-top
+  skipped = process.missing_torch_message()
+  if skipped:
+    print(f"  {skipped}", file=sys.stderr)
+    return {"skipped": skipped}
+  vocab, d_model, d_ff, heads, layers, batch, source_len, target_len = SIZES["bench-small"]
+  runners = {v: StepRunner(_model_config("bench-small", v), batch, source_len, target_len)
+             for v in _PEER_VARIANTS.value}
+  probe, probe_flops = _matmul(PROBE, jnp.float32)
+  flops = (runners.get("transformer")
+           or StepRunner(_model_config("bench-small", "transformer"), batch, source_len,
+                         target_len)).xla_flops
+  contenders = [compare.Contender(
+      "jax", lambda: _timed(probe),
+      {f"wt {v}": (lambda r=r: _timed(r), r.xla_flops) for v, r in runners.items()},
+      {f"wt {v}": r.compile_seconds for v, r in runners.items()})]
+  sizes = dict(vocab=vocab, d_model=d_model, heads=heads, d_ff=d_ff, layers=layers,
+               batch=batch, source_len=source_len, target_len=target_len, probe=PROBE)
+  args = [f"--{k}={v}" for k, v in sizes.items()]
+  peers = []
+  try:
+    for peer in _PEERS.value:
+      name = peer.replace("-", " ")
+      print(f"  starting {name} ...", file=sys.stderr)
+      peers.append(process.PeerProcess(
+          name, args + (["--compile"] if peer == "torch-compile" else [])))
+      contenders.append(compare.Contender(
+          f"torch ({peer})", lambda p=peers[-1]: p.request("probe"),
+          {name: (lambda p=peers[-1]: p.request("step"), flops)},
+          {name: peers[-1].startup_seconds}))
+    times = compare.run_rounds(contenders, _STEPS.value, max(_WARMUP.value, 2))
+  finally:
+    for peer in peers:
+      peer.close()
+  description = (
+      f"bench-small ({batch} x ({source_len} + {target_len}) tokens, f32, dropout 0.1, label "
+      f"smoothing 0.1, Adam), {_STEPS.value} rounds. Each process times its own {PROBE}^2 f32 "
+      f"matmul in every round; MFU: the wt step's XLA FLOPs (the same count for every "
+      f"implementation of a model) per second against that process's matmul; x torch eager: "
+      f"median over rounds of the step-time ratio to PyTorch eager in the same round. startup: "
+      f"wt's compile, PyTorch's first step (torch.compile's compilation). torch threads: 2.")
+  return {"description": description,
+          "rows": compare.summarise(contenders, times, probe_flops, "jax")}
 
 
 def profile_section():
@@ -466,6 +523,9 @@ def markdown(results: dict) -> str:
         [(r["length"], r["batch"], r["pass_"], f"{r['jax_nn_seconds'] * 1e3:.1f}",
           f"{r['einsum_seconds'] * 1e3:.1f}", f"{r['einsum_over_jax_nn']:.2f}",
           g(r["jax_nn_flops_per_second"])) for r in results["kernels"]]) + [""]
+  if "peers" in results:
+    from experiments.peers import compare  # pylint: disable=g-import-not-at-top
+    out += compare.markdown(results["peers"])
   if "decode" in results:
     out += [f"## Decoding, bench-small, random weights ({_DECODE_BATCH.value} sentences of "
             f"{_DECODE_LEN.value} tokens, up to {_DECODE_LEN.value + _DECODE_EXTRA.value} "
@@ -478,8 +538,8 @@ def markdown(results: dict) -> str:
 
 def main(argv):
   del argv
-  sections = {"peak": peak_section, "train": train_section, "profile": profile_section,
-              "kernels": kernels_section, "decode": decode_section}
+  sections = {"peak": peak_section, "train": train_section, "peers": peers_section,
+              "profile": profile_section, "kernels": kernels_section, "decode": decode_section}
   unknown = sorted(set(_SECTIONS.value) - set(sections))
   if unknown:
     raise app.UsageError(f"unknown section(s) {unknown}; choose from {sorted(sections)}")

@@ -10,6 +10,9 @@ import ml_collections
 from ml_collections import config_flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow only reads TFDS data here; with oneDNN on, its import prints an INFO notice that no
+# log level reaches (it comes before logging starts).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 class _DropLibraryChatter(py_logging.Filter):
@@ -19,27 +22,43 @@ class _DropLibraryChatter(py_logging.Filter):
     return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
 
 
-def start(config=None) -> None:
+def start(config=None, *, quiet: bool = False) -> None:
   """Sets up logging and the persistent compilation cache (under the data cache folder, off
-  with WT_COMPILATION_CACHE=0), and joins a distributed run when config.distributed asks.
-  Without a config (evaluation commands): the default cache folder, one process."""
-  from absl import logging  # pylint: disable=g-import-not-at-top
+  with WT_COMPILATION_CACHE=0), joins a multi-process run when config.distributed or the
+  environment (WT_COORDINATOR_ADDRESS, a SLURM / Cloud TPU / Kubernetes job) asks, then settles
+  the backend's defaults into the config (model.dtype="auto", data.tokens_per_device: see
+  wt/distributed.py). Without a config (evaluation commands): the default cache folder, and
+  the environment alone decides the processes.
+  Logs go to stderr at INFO, or at WARNING with `quiet` (commands whose output is a result);
+  an explicit --verbosity (-v) wins over both (e.g. --verbosity=0: INFO, -1: warnings only)."""
   import jax  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.INFO)
+  from absl import flags, logging  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING if quiet else logging.INFO)
   logging.get_absl_handler().addFilter(_DropLibraryChatter())
+  if config is not None:
+    _exit_if_invalid(config)
   if os.environ.get("WT_COMPILATION_CACHE", "1") != "0":
     from wt.data.cache import resolve_cache_dir  # pylint: disable=g-import-not-at-top
     cache_dir = config.data.cache_dir if config is not None else None
     cache = pathlib.Path(resolve_cache_dir(cache_dir)) / "jax"
     jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  if config is None:
-    return
-  from wt import parallel  # pylint: disable=g-import-not-at-top
-  dist = config.distributed
-  parallel.initialize_distributed(dist.coordinator_address or None,
-                                  None if dist.num_processes < 0 else dist.num_processes,
-                                  None if dist.process_id < 0 else dist.process_id)
+  from wt import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(None if config is None else config.distributed)
+  if config is not None:
+    distributed.apply_backend_defaults(config)
+
+
+def _exit_if_invalid(config) -> None:
+  """Ends the command with one line naming the field and the fix when a section of the config
+  cannot work (experiments/configs/base.py's validate), before anything loads or compiles."""
+  from experiments.configs import base  # pylint: disable=g-import-not-at-top
+  from wt.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+  try:
+    base.validate(config)
+  except ConfigError as error:
+    raise SystemExit(f"error: {error}") from None
 
 
 def config_name(separator: str = ":") -> str:

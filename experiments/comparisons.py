@@ -1,30 +1,50 @@
 """What the compare and ablate commands run: their jobs, built from a config, then reported.
 
   compare  every (model, seed) of config.compare on the same data, budget and seeds
-  ablate   every point of a named sweep (experiments/sweeps.py) times the seeds
+  ablate   every point of a named sweep (experiments/sweeps.py) times the seeds; points that
+           train the same config share one job per seed, and every point is tested against
+           the sweep's baselines (the Transformer and the weighted reference)
 
-Both resume: jobs that have a result are not run again (see wt/jobs.py).
+Both resume: jobs that have a result are not run again, and finished jobs that lack one of
+`config.compare.splits` are only decoded (see experiments/jobs.py). Both report on every split
+of `config.compare.splits` (the first is the headline), with paired significance tests.
 """
 
+import json
 import os
 import re
 
 from experiments import common, sweeps
 
 
-def compare(config, outdir: str, *, name: str, command: str) -> str:
+def _test_sets(config) -> dict:
+  """{split: (sources, references)} of config.compare.splits, from the raw data; read before
+  anything trains, so that a split the dataset lacks fails at once."""
+  from wt import data as data_lib  # pylint: disable=g-import-not-at-top
+  data = data_lib.load_translation_data(config.data)
+  return {split: tuple(data.raw_split(split)) for split in config.compare.splits}
+
+
+def _interleave(config) -> int:
+  return config.compare.interleave_steps if config.compare.interleave else 0
+
+
+def compare(config, outdir: str, *, name: str, command: str,
+            attention_maps: bool = True) -> str:
   """Runs (or resumes) the comparison in `outdir`; returns the report's path."""
-  from wt import jobs, report  # pylint: disable=g-import-not-at-top
+  from experiments import jobs, report  # pylint: disable=g-import-not-at-top
+  test_sets = _test_sets(config)
   runs = [jobs.Job(f"{attention}/seed{seed}",
                    common.with_overrides(config, {"model.attention": attention,
                                                   "train.seed": seed}),
                    os.path.join(outdir, attention, f"seed{seed}"))
           for attention in config.compare.models for seed in config.compare.seeds]
-  interleave = config.compare.interleave_steps if config.compare.interleave else 0
-  results = jobs.run_jobs(runs, splits=config.compare.splits, interleave_steps=interleave)
+  results = jobs.run_jobs(runs, splits=config.compare.splits,
+                          interleave_steps=_interleave(config))
   return report.compare_report(results, outdir, command=command,
                                title=f"Transformer vs Weighted Transformer: {name}",
-                               split=config.compare.splits[0], notes=config.compare.notes)
+                               test_sets=test_sets, notes=config.compare.notes,
+                               attention_maps=attention_maps)
 
 
 def _slug(overrides) -> str:
@@ -32,25 +52,46 @@ def _slug(overrides) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]+", "", text)
 
 
-def ablate(config, sweep: str, outdir: str, *, name: str, command: str) -> str:
+def _training_key(config) -> str:
+  """Two points train the same model exactly when their resolved configs are equal."""
+  return json.dumps(config.to_dict(), sort_keys=True, default=str)
+
+
+def _job_folder(outdir: str, slugs: list[str]) -> str:
+  """The first of the points' folders that already holds runs (an older study), else the
+  first point's."""
+  return next((slug for slug in slugs if os.path.isdir(os.path.join(outdir, slug))), slugs[0])
+
+
+def evaluation_name(point: sweeps.Point) -> str:
+  """"default" for a point evaluated as trained, else its label (test-time changes)."""
+  return point.label if point.test else "default"
+
+
+def ablate(config, sweep: str, outdir: str, *, name: str, command: str,
+           attention_maps: bool = True) -> str:
   """Runs (or resumes) every point of `sweep` for every seed; returns the report's path."""
-  from wt import jobs, report  # pylint: disable=g-import-not-at-top
+  from experiments import jobs, report  # pylint: disable=g-import-not-at-top
   points = sweeps.SWEEPS[sweep]
+  test_sets = _test_sets(config)
   by_training = {}   # points that train the same model share one job per seed
   for point in points:
-    by_training.setdefault(_slug(point.train), []).append(point)
+    key = _training_key(common.with_overrides(config, point.train))
+    by_training.setdefault(key, []).append(point)
   runs, job_of = [], {}
-  for slug, shared in by_training.items():
+  for shared in by_training.values():
+    folder = _job_folder(outdir, [_slug(p.train) for p in shared])
     for seed in config.compare.seeds:
-      job = jobs.Job(f"{slug}/seed{seed}",
+      job = jobs.Job(f"{folder}/seed{seed}",
                      common.with_overrides(config, {**shared[0].train, "train.seed": seed}),
-                     os.path.join(outdir, slug, f"seed{seed}"),
-                     {p.label: dict(p.test) for p in shared})
+                     os.path.join(outdir, folder, f"seed{seed}"),
+                     {evaluation_name(p): dict(p.test) for p in shared})
       runs.append(job)
       for p in shared:
         job_of.setdefault(p.label, []).append(len(runs) - 1)
-  interleave = config.compare.interleave_steps if config.compare.interleave else 0
-  results = jobs.run_jobs(runs, splits=config.compare.splits, interleave_steps=interleave)
-  rows = [(p.label, [results[i] for i in job_of[p.label]], p.label) for p in points]
-  return report.sweep_report(rows, outdir, command=command, split=config.compare.splits[0],
-                             title=f"Ablation {sweep}: {name}")
+  results = jobs.run_jobs(runs, splits=config.compare.splits,
+                          interleave_steps=_interleave(config))
+  rows = [(p.label, [results[i] for i in job_of[p.label]], evaluation_name(p)) for p in points]
+  return report.sweep_report(rows, outdir, command=command, title=f"Ablation {sweep}: {name}",
+                             test_sets=test_sets, baselines=sweeps.BASELINES,
+                             attention_maps=attention_maps)

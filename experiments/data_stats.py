@@ -51,21 +51,19 @@ def _data_config():
 
 def _training_examples_per_second(data, batch: dict) -> float:
   """Examples per second that training steps consume on `batch`'s shape (after 2 warm-ups)."""
-  import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+
   from experiments.configs import multi30k  # pylint: disable=g-import-not-at-top
   from wt import models, optim, parallel, train  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value if _CONFIG.value is not None else multi30k.get_config("quick")
   model_config = train.model_config_from(config, data.tokenizer.vocab_size)
   optimizer, _ = optim.make_optimizer(config.train, model_config)
-  params = models.init_params(model_config, jax.random.key(0))
-  state = train.TrainState(step=jax.numpy.zeros([], "int32"), params=params,
-                           opt_state=optimizer.init(params), rng=jax.random.PRNGKey(0))
-  step = parallel.shard_map_step(functools.partial(
-      train.train_step, model=models.Transformer(model_config), optimizer=optimizer,
-      label_smoothing=config.train.label_smoothing), parallel.make_mesh())
-  device_batch = parallel.global_batch({k: batch[k] for k in ("inputs", "targets")},
-                                       parallel.make_mesh())
+  data_parallel = parallel.data_parallel(config.train.wrapper)
+  state = train.create_train_state(model_config, optimizer, config.train.seed, data_parallel)
+  device_batch = data_parallel.device_batch({k: batch[k] for k in ("inputs", "targets")})
+  step = train.compile_train_step(models.Transformer(model_config), optimizer,
+                                  config.train.label_smoothing, data_parallel, state,
+                                  device_batch)
   for _ in range(2):
     state, _ = step(state, device_batch)
   jax.block_until_ready(state)

@@ -7,25 +7,37 @@ chrF and the decoding speed, and writes into DIR/eval/:
   <split>.<tag>.json   the scores, signatures and speed
 Options: --average_last N (the papers' checkpoint averaging) and --test_branch_weights
 learned|uniform|random (kappa/alpha replaced at test time, the Weighted Transformer's Table 3).
+The length ratio (hypothesis / reference tokens, sacreBLEU's) is printed and saved with the
+scores. --baseline_translations FILE (another system's translations of the same split, e.g.
+another run's eval/<split>.<tag>.txt) adds sacreBLEU's paired bootstrap and approximate
+randomization tests of this run against it, with the 95% interval of the BLEU difference.
+Multi30k's test sets: test (test2016), test2017_flickr, test2017_mscoco, test2018_flickr (the
+one nothing is tuned on).
+Only warnings are logged (stderr) unless --verbosity is given (`--verbosity=0` or `-v 1` brings
+back INFO logs).
 """
 
+import dataclasses
 import json
 import os
 
 from absl import app, flags
 
-from experiments import common
+from experiments import common, significance
 
 _decode_config = common.define_trained_run_flags()
 _SPLIT = flags.DEFINE_string("split", "test", "split to translate (e.g. validation, test)")
 _BRANCH = flags.DEFINE_enum("test_branch_weights", "learned", ["learned", "uniform", "random"],
                             "kappa/alpha at test time (weighted models)")
+_BASELINE = flags.DEFINE_string("baseline_translations", None,
+                                "translations of the same split by another system: paired "
+                                "significance tests of this run against them")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  common.start(None)
+  common.start(None, quiet=True)
   from wt import evaluation  # pylint: disable=g-import-not-at-top
   workdir = FLAGS.workdir
   trained = evaluation.load_trained(workdir, average_last=FLAGS.average_last,
@@ -37,6 +49,14 @@ def main(argv):
   tag = f"avg{average}.beam{decode_config.beam_size}.{_BRANCH.value}"
   outdir = os.path.join(workdir, "eval")
   os.makedirs(outdir, exist_ok=True)
+  references = trained.data.raw_split(_SPLIT.value)[1]
+  result["length_ratio"] = significance.length_ratio(result["translations"], references)
+  if _BASELINE.value:
+    with open(_BASELINE.value, encoding="utf-8") as f:
+      baseline = f.read().split("\n")[:-1]
+    paired = significance.paired_test(baseline, result["translations"], references)
+    result["paired_test"] = {"baseline_translations": _BASELINE.value,
+                             **dataclasses.asdict(paired)}
   with open(os.path.join(outdir, f"{_SPLIT.value}.{tag}.txt"), "w", encoding="utf-8") as f:
     f.writelines(line + "\n" for line in result.pop("translations"))
   result.pop("sources")
@@ -44,6 +64,14 @@ def main(argv):
     json.dump(result, f, indent=2)
   print(result["bleu_text"])
   print(f"chrF {result['chrf']:.2f}  ({result['chrf_signature']})")
+  print(f"length ratio {result['length_ratio']:.3f} (hypothesis / reference tokens)")
+  if _BASELINE.value:
+    print(f"against {_BASELINE.value}: BLEU {paired.system_bleu:.2f} - "
+          f"{paired.baseline_bleu:.2f} = {paired.difference:+.2f}, 95% interval "
+          f"[{paired.ci_low:+.2f}, {paired.ci_high:+.2f}], p {paired.p_bootstrap:.4f} (paired "
+          f"bootstrap), p {paired.p_randomization:.4f} (approximate randomization): "
+          f"{'' if paired.significant else 'not '}significant at {significance.LEVEL} "
+          f"({paired.signature})")
   print(f"{result['sentences']} sentences in {result['seconds']:.1f} s: "
         f"{result['sentences_per_second']:.1f} sentences/s (beam {result['beam_size']}, "
         f"batches of {result['batch_sentences']}; compile {result['compile_seconds']:.1f} s)")

@@ -2,7 +2,13 @@
 
 A sweep is a list of points. Each point has a label, the config fields it changes for training
 (`train`), and the model fields it changes only at test time (`test`): points that differ only
-in `test` share one trained model (the Weighted Transformer's Table 3 retrains nothing).
+in `test` share one trained model (the Weighted Transformer's Table 3 retrains nothing), and
+so do points whose overrides give the same config (e.g. `num_branches=4` and the weighted
+reference when the preset has 4 branches).
+
+Studies of the Weighted Transformer's open points start with two baselines (`with_baselines`):
+the Transformer and the weighted reference (today's defaults); the report tests every point
+against both.
 """
 
 import dataclasses
@@ -29,16 +35,33 @@ def grid(**axes) -> list[Point]:
 
 
 def _weighted(**axes) -> list[Point]:
-  return grid(model__attention=["weighted"], **axes)
+  """Weighted Transformer points, labelled by the other axes only."""
+  return [Point(", ".join(part for part in p.label.split(", ") if part != "attention=weighted"),
+                p.train) for p in grid(model__attention=["weighted"], **axes)]
+
+
+TRANSFORMER = Point("transformer", {"model.attention": "multihead"})
+WEIGHTED_REFERENCE = Point("weighted (today's)", {"model.attention": "weighted"})
+BASELINES = (TRANSFORMER.label, WEIGHTED_REFERENCE.label)
+
+
+def with_baselines(points: list[Point]) -> list[Point]:
+  """The Transformer and the weighted reference (the config's defaults), then `points`."""
+  return [TRANSFORMER, WEIGHTED_REFERENCE, *points]
 
 
 SWEEPS = {
-    # Ahmed et al.'s open points (PAPER.md's last table).
+    # Ahmed et al.'s open points (docs/paper.md's last table).
     "branch_weights": _weighted(model__branch_weights=["projection", "softmax", "uniform"]),
     "branch_schedule": _weighted(train__branch_schedule=["own", "shared"]),
-    "num_branches": _weighted(model__num_branches=[2, 4, 8]),
-    "branch_ffn": _weighted(model__branch_ffn=["split", "shared", "full"]),
-    "branched_decoder": _weighted(model__branched_decoder=["encdec", "self", "both"]),
+    "num_branches": with_baselines(_weighted(model__num_branches=[2, 4, 8])),
+    "branch_ffn": with_baselines(_weighted(model__branch_ffn=["split", "shared", "full"])),
+    "branched_decoder": with_baselines(
+        _weighted(model__branched_decoder=["encdec", "self", "both"])),
+    "branch_residual": with_baselines(
+        _weighted(model__branch_residual=["block", "ffn", "sublayers"])),
+    "branch_output_bias": with_baselines(
+        _weighted(model__branch_output_bias=["shared", "per_branch"])),
     "norm": grid(model__attention=["multihead", "weighted"], model__norm=["post", "pre"]),
     # Ahmed et al. Table 3: one trained model, kappa/alpha replaced at test time.
     "test_branch_weights": [

@@ -123,6 +123,7 @@ def test_downloaded_files_must_match_the_pinned_sha256(isolated, monkeypatch, tm
       multi30k.find_raw_dir(None, tmp_path / "downloads")
   finally:
     server.shutdown()
+    server.server_close()
   assert not (tmp_path / "downloads" / "train.en.gz").exists()
 
 
@@ -134,6 +135,7 @@ def test_the_upstream_files_download_and_pass_the_sha256_check(isolated, monkeyp
     assert multi30k.find_raw_dir(None, tmp_path / "downloads") == tmp_path / "downloads"
   finally:
     server.shutdown()
+    server.server_close()
   for name in multi30k.raw_file_names():
     assert (tmp_path / "downloads" / name).read_bytes() == (SHARED_COPY / name).read_bytes()
 

@@ -10,6 +10,7 @@ and is shared across tests (the length penalty is a traced argument).
 """
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,8 @@ VARIANTS = {
     "transformer": dict(attention="multihead"),
     "weighted-encdec": dict(attention="weighted", branched_decoder="encdec"),
     "weighted-both": dict(attention="weighted", branched_decoder="both"),
+    "weighted-sublayers-both": dict(attention="weighted", branched_decoder="both",
+                                    branch_residual="sublayers"),
 }
 EXTRA = 6   # max_extra_len in most tests: short loops, and sentences that reach their limit
 # Mixed lengths (non-pad counts 3, 10, 6, 5, 8, 2), EOS-terminated, 0-padded to 10, and an
@@ -48,13 +51,20 @@ def build(variant, seed=0):
 @functools.lru_cache(maxsize=None)
 def eos_biased(variant, bias, seed=0):
   """Parameters whose EOS logit is raised by `bias` (the last LayerNorm's bias, moved along the
-  EOS column of the output projection)."""
+  EOS column of the output projection; with branch_residual="sublayers" the last LayerNorms
+  are the branches' own, whose alpha-weighted sum moves by the same vector)."""
   _, params = build(variant, seed)
   params = jax.tree_util.tree_map(lambda x: x, params)   # a copy of the nested dicts
   eos = params["logits_projection"]["kernel"][:, decode.EOS]
   layer = params[f"decoder_layers_{TINY['num_layers'] - 1}"]
-  norm = "ffn_norm" if "ffn_norm" in layer else "cross_attention_norm"
-  layer[norm] = dict(layer[norm], bias=layer[norm]["bias"] + bias * eos / (eos @ eos))
+  if "ffn_norm" in layer or "cross_attention_norm" in layer:
+    parent, norm = layer, "ffn_norm" if "ffn_norm" in layer else "cross_attention_norm"
+  else:
+    parent = layer["cross_attention"] = dict(layer["cross_attention"])
+    norm = "ffn_norm"
+  shift = bias * eos / (eos @ eos)
+  old_bias = parent[norm]["bias"]
+  parent[norm] = dict(parent[norm], bias=old_bias + jnp.broadcast_to(shift, old_bias.shape))
   return params
 
 
@@ -295,3 +305,47 @@ def test_invalid_options_are_refused_before_tracing(options, message):
   model, _ = build("transformer")
   with pytest.raises(ValueError, match=message):
     decode.make_decode_fn(model, **options)
+
+
+def test_sources_longer_than_the_model_takes_are_cut_with_a_warning_and_the_rest_decode():
+  """max_len=64 and max_extra_len=6 leave 58 source tokens: a source of 80 keeps its first 57
+  and EOS (so its output keeps room for 57 + 1 + 6 tokens); the other rows are untouched."""
+  model, _ = build("transformer")
+  params = eos_biased("transformer", MIXED_BIAS)
+  limit = 58
+  long_source = np.append(np.arange(79) % 37 + 2, decode.EOS).astype(np.int32)   # 80 tokens
+  inputs = np.zeros((3, 80), np.int32)
+  inputs[0] = long_source
+  inputs[1, :10] = INPUTS[1]
+  cut = np.zeros((3, limit), np.int32)
+  cut[0] = np.append(long_source[:limit - 1], decode.EOS)
+  cut[1, :10] = INPUTS[1]
+  for options in (GREEDY, BEAM4):
+    with pytest.warns(UserWarning, match=r"source_len=80 exceeds the 58 source tokens .*rows 0 "
+                                         r"\(80 tokens\)"):
+      tokens, scores = run(model, params, inputs, **options)
+    expected, expected_scores = run(model, params, cut, **options)
+    np.testing.assert_array_equal(tokens, expected)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+    assert tokens.shape == (3, model.config.max_len)
+    check_well_formed(tokens, limits_of(cut, EXTRA))
+  # Under jit (as evaluation traces it) the rows are unknown; the warning and result are not.
+  jitted = jax.jit(decode.make_decode_fn(model, **BEAM4))
+  with pytest.warns(UserWarning, match="sources longer than 58 tokens are cut"):
+    tokens, _ = jitted(params, inputs)
+  np.testing.assert_array_equal(np.asarray(tokens), run(model, params, cut, **BEAM4)[0])
+  assert decode.max_source_len(model.config.max_len, EXTRA) == limit
+  assert decode.max_source_len(64, 60) == 32   # half of max_len stays for the source
+
+
+def test_padding_past_the_source_limit_is_dropped_silently():
+  model, _ = build("transformer")
+  params = eos_biased("transformer", MIXED_BIAS)
+  wide = np.zeros((INPUTS.shape[0], 70), np.int32)   # no sentence is long: only padding goes
+  wide[:, :INPUTS.shape[1]] = INPUTS
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    tokens, _ = run(model, params, wide, **GREEDY)
+  expected, _ = run(model, params, INPUTS, **GREEDY)
+  np.testing.assert_array_equal(tokens[:, :expected.shape[1]], expected)
+  assert (tokens[:, expected.shape[1]:] == 0).all()

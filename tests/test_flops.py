@@ -95,3 +95,22 @@ def test_folded_branch_order_computes_the_same_function_and_gradients(branch_ffn
   np.testing.assert_allclose(outputs[True][0], outputs[False][0], atol=1e-5)
   for got, expected in zip(jax.tree.leaves(outputs[True][1]), jax.tree.leaves(outputs[False][1])):
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_run_seconds_divide_the_flops_over_devices_peak_and_mfu():
+  assert flops.run_seconds(2e15, 100, 8, 1e12, 0.5) == pytest.approx(2e17 / 4e12)
+  with pytest.raises(ValueError, match="mfu=0"):
+    flops.run_seconds(1.0, 1, 1, 1.0, 0.0)
+  assert flops.batch_shape(25_000, 32) == (781, 32, 32)
+
+
+def test_the_cost_table_has_every_paper_run_and_its_assumptions(tmp_path):
+  from experiments import params  # pylint: disable=g-import-not-at-top
+  table = params.cost_table(37000, 0.4, 32, "docs/benchmarks.json")
+  rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
+  assert [row.split(" | ")[0][2:] for row in rows] == [label for label, _ in params.COST_RUNS]
+  assert "MFU of 0.40" in table and "H100 989 TFLOP/s" in table and "Calibration" in table
+  doc = tmp_path / "doc.md"
+  doc.write_text("intro\n<!-- cost:begin -->\nold\n<!-- cost:end -->\nafter\n")
+  params.replace_section(str(doc), "cost", "new")
+  assert doc.read_text() == "intro\n<!-- cost:begin -->\nnew\n<!-- cost:end -->\nafter\n"

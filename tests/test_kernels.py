@@ -5,28 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.references import numpy_attention
 from wt import kernels
-
-
-def numpy_attention(q, k, v, mask=None, bias=None, scale=None):
-  """softmax(QK^T * scale + bias, masked) V written with NumPy loops over batch and heads."""
-  batch, q_len, heads, depth = q.shape
-  scale = 1.0 / np.sqrt(depth) if scale is None else scale
-  out = np.zeros(q.shape, np.float64)
-  weights = np.zeros((batch, heads, q_len, k.shape[1]))
-  for b in range(batch):
-    for h in range(heads):
-      scores = q[b, :, h, :].astype(np.float64) @ k[b, :, h, :].T.astype(np.float64) * scale
-      if bias is not None:
-        scores = scores + np.broadcast_to(bias, (batch, heads) + scores.shape)[b, h]
-      if mask is not None:
-        allowed = np.broadcast_to(mask, (batch, heads) + scores.shape)[b, h]
-        scores = np.where(allowed, scores, -1e30)
-      scores = scores - scores.max(axis=-1, keepdims=True)
-      w = np.exp(scores) / np.exp(scores).sum(axis=-1, keepdims=True)
-      weights[b, h] = w
-      out[b, :, h, :] = w @ v[b, :, h, :]
-  return out, weights
 
 
 def random_qkv(seed, batch=2, q_len=5, kv_len=7, heads=3, depth=4):

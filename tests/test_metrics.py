@@ -4,20 +4,10 @@ import json
 
 import numpy as np
 import pytest
+import sacrebleu
 
+from tests.references import numpy_smoothed_cross_entropy
 from wt import metrics
-
-
-def numpy_smoothed_cross_entropy(logits, targets, weights, smoothing):
-  vocab = logits.shape[-1]
-  shifted = logits - logits.max(-1, keepdims=True)
-  log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-  soft = np.full(logits.shape, smoothing / (vocab - 1))
-  np.put_along_axis(soft, targets[..., None], 1.0 - smoothing, axis=-1)
-  entropy = -np.sum(soft * np.log(np.where(soft > 0, soft, 1.0)), axis=-1)
-  loss = -np.sum(soft * log_probs, axis=-1) - entropy
-  nll = -np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  return np.sum(loss * weights), np.sum(nll * weights)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -60,7 +50,10 @@ def test_bleu_of_the_references_against_themselves_is_100_with_a_signature():
   assert scores["bleu"] == pytest.approx(100.0)
   assert scores["chrf"] == pytest.approx(100.0)
   assert "tok:13a" in scores["bleu_signature"] and "version:" in scores["bleu_signature"]
-  worse = metrics.bleu(["Ein Mann fährt.", "Hunde spielen.", "Eine Frau liest."], references)
+  hypotheses = ["Ein Mann fährt.", "Hunde spielen.", "Eine Frau liest."]
+  worse = metrics.bleu(hypotheses, references)
+  # One reference stream of three sentences, not three streams of one (sacreBLEU's nesting).
+  assert worse["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
   assert 0 < worse["bleu"] < 100
   with pytest.raises(ValueError, match="2 hypotheses for 3 references"):
     metrics.bleu(references[:2], references)

@@ -19,6 +19,12 @@ VARIANTS = {
     "weighted-both": dict(attention="weighted", branched_decoder="both"),
     "transformer-prenorm": dict(attention="multihead", norm="pre"),
     "weighted-prenorm-softmax": dict(attention="weighted", norm="pre", branch_weights="softmax"),
+    "weighted-ffn-residual": dict(attention="weighted", branch_residual="ffn",
+                                  branch_output_bias="per_branch"),
+    "weighted-sublayers-both": dict(attention="weighted", branch_residual="sublayers",
+                                    branched_decoder="both"),
+    "weighted-sublayers-prenorm": dict(attention="weighted", branch_residual="sublayers",
+                                       norm="pre", branched_decoder="self"),
 }
 INPUTS = np.array([[5, 6, 7, 8, 9, 1, 0, 0], [10, 11, 1, 0, 0, 0, 0, 0]], np.int32)
 TARGETS = np.array([[12, 13, 14, 15, 1, 0], [16, 17, 18, 1, 0, 0]], np.int32)
@@ -89,7 +95,8 @@ def test_incremental_decoding_equals_the_full_forward_pass(variant):
   np.testing.assert_allclose(incremental[valid], full[valid], atol=2e-5)
 
 
-@pytest.mark.parametrize("variant", ["transformer", "weighted-both", "weighted-prenorm-softmax"])
+@pytest.mark.parametrize("variant", ["transformer", "weighted-both", "weighted-prenorm-softmax",
+                                     "weighted-ffn-residual", "weighted-sublayers-prenorm"])
 def test_gradients_are_finite_and_reach_every_parameter(variant):
   config = models.ModelConfig(**{**TINY, **VARIANTS[variant], "dropout_rate": 0.1,
                                  "attention_dropout_rate": 0.1, "relu_dropout_rate": 0.1})
@@ -122,12 +129,20 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
     ("num_branches", 3, "num_branches=3 does not divide model.d_model=16"),
     ("attention", "branched", "model.attention='branched' is not a valid choice"),
     ("branch_ffn", "half", "'split', 'shared', 'full'"),
+    ("branch_residual", "inside", "'block', 'ffn', 'sublayers'"),
+    ("branch_output_bias", "none", "'shared', 'per_branch'"),
     ("d_model", 0, "model.d_model=0 must be a positive integer"),
     ("dropout_rate", 1.5, r"model.dropout_rate=1.5 must be in \[0, 1\)"),
 ])
 def test_invalid_configs_are_refused_with_the_field_and_the_fix(field, value, message):
   with pytest.raises(models.ConfigError, match=message):
     models.ModelConfig(**{**TINY, "attention": "weighted", field: value})
+
+
+def test_folding_the_branch_output_needs_the_block_residual():
+  with pytest.raises(models.ConfigError, match="fold_branch_output=True needs model.branch_resi"):
+    models.ModelConfig(**{**TINY, "attention": "weighted", "fold_branch_output": True,
+                          "branch_residual": "sublayers"})
 
 
 def test_split_ffn_needs_branches_dividing_d_ff_and_unknown_fields_are_named():
@@ -182,6 +197,23 @@ def test_weighted_split_ffn_counts_the_transformers_weights_plus_kappa_and_alpha
                              + branched_sublayers * (2 * m - 2 * d))
   assert count(weighted.replace(branch_weights="uniform")) == (
       count(weighted) - branched_sublayers * 2 * m)
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_residual_placements_and_per_branch_biases_change_the_count_as_expected(norm):
+  """Per branched block: "ffn" adds M LayerNorms (one per branch FFN); "sublayers" has 2M in
+  post-norm and none around the block, M in pre-norm plus the one on the block's input;
+  per-branch output biases add (M - 1) d_model."""
+  n, d, m = 2, 512, 8
+  block = models.ModelConfig(num_layers=n, attention="weighted", num_branches=m, norm=norm)
+  branched_sublayers, layer_norm = 2 * n, 2 * d
+  assert count(block.replace(branch_residual="ffn")) == (
+      count(block) + branched_sublayers * m * layer_norm)
+  added = m if norm == "pre" else 2 * m - 1
+  assert count(block.replace(branch_residual="sublayers")) == (
+      count(block) + branched_sublayers * added * layer_norm)
+  assert count(block.replace(branch_output_bias="per_branch")) == (
+      count(block) + branched_sublayers * (m - 1) * d)
 
 
 def test_embedding_sharing_and_learned_positions_change_the_count_as_expected():

@@ -1,8 +1,6 @@
 """Schedules against the papers' formulas; simplex projection against brute force; the kappa/alpha
 parameter group, its projection and its freeze."""
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -10,24 +8,9 @@ import numpy as np
 import optax
 import pytest
 
+from tests.references import brute_force_simplex_projection
 from wt import models, optim
 from wt.modules import is_branch_weight
-
-
-def brute_force_simplex_projection(v):
-  """Tries every support set S: w_S = v_S - (sum v_S - 1) / |S|, zero elsewhere; keeps the
-  feasible candidate closest to v."""
-  best, best_distance = None, np.inf
-  for size in range(1, len(v) + 1):
-    for support in itertools.combinations(range(len(v)), size):
-      w = np.zeros_like(v)
-      idx = list(support)
-      w[idx] = v[idx] - (v[idx].sum() - 1.0) / size
-      if (w >= 0).all():
-        distance = np.sum((w - v) ** 2)
-        if distance < best_distance:
-          best, best_distance = w, distance
-  return best
 
 
 def test_simplex_projection_matches_brute_force():
@@ -119,7 +102,8 @@ def test_kappa_alpha_stay_on_the_simplex_and_freeze_for_the_last_k_steps():
 
 
 def test_default_freeze_is_the_papers_10k_of_60k_scaled():
-  assert optim.branch_freeze_steps(_train_config(num_steps=60_000, branch_freeze_steps=-1)) == 10_000
+  paper = _train_config(num_steps=60_000, branch_freeze_steps=-1)
+  assert optim.branch_freeze_steps(paper) == 10_000
   assert optim.branch_freeze_steps(_train_config(num_steps=1200, branch_freeze_steps=-1)) == 200
   assert optim.branch_freeze_steps(_train_config(branch_freeze_steps=0)) == 0
 

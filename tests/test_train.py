@@ -1,8 +1,8 @@
 """Training: the data-parallel wrappers, multi-process, crash/resume, NaN, checkpoints, logs."""
 
-import functools
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -55,6 +55,7 @@ def _batch(rows=16, source_len=9, target_len=7, seed=0):
   return {"inputs": inputs, "targets": targets}
 
 
+@pytest.mark.slow
 def test_shard_map_and_pmap_equal_a_single_device_step_on_the_global_batch(tiny_config):
   assert jax.device_count() == 8
   model_config = models.ModelConfig(vocab_size=50, attention="weighted", num_layers=1,
@@ -62,35 +63,44 @@ def test_shard_map_and_pmap_equal_a_single_device_step_on_the_global_batch(tiny_
                                     dropout_rate=0.0)
   model = models.Transformer(model_config)
   optimizer, _ = optim.make_optimizer(tiny_config.train, model_config)
-  params = models.init_params(model_config, jax.random.key(0))
-  state = train.TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                           opt_state=optimizer.init(params), rng=jax.random.PRNGKey(1))
-  step = functools.partial(train.train_step, model=model, optimizer=optimizer,
-                           label_smoothing=0.1)
   batches = [_batch(seed=s) for s in range(2)]
 
-  def run(wrapped, prepare, finish=lambda t: t, initial=state):
-    s, losses = initial, []
+  def run(data_parallel):
+    """Parameters and per-step losses of two steps, built as the Trainer builds them."""
+    state = train.create_train_state(model_config, optimizer, 0, data_parallel)
+    step = train.compile_train_step(model, optimizer, 0.1, data_parallel, state,
+                                    data_parallel.device_batch(batches[0]))
+    losses = []
     for batch in batches:
-      s, m = wrapped(s, prepare(batch))
-      losses.append(float(finish(m)["loss"][0]) / float(finish(m)["loss"][1]))
-    return finish(s).params, losses
+      state, step_metrics = step(state, data_parallel.device_batch(batch))
+      loss_sum, tokens = data_parallel.unreplicate(step_metrics)["loss"]
+      losses.append(float(loss_sum) / float(tokens))
+    return data_parallel.unreplicate(state).params, losses
 
-  one_mesh, all_mesh = parallel.make_mesh(jax.devices()[:1]), parallel.make_mesh()
-  reference = run(parallel.shard_map_step(step, one_mesh, donate=False),
-                  lambda b: parallel.global_batch(b, one_mesh))
-  sharded = run(parallel.shard_map_step(step, all_mesh, donate=False),
-                lambda b: parallel.global_batch(b, all_mesh))
-  import flax.jax_utils  # pylint: disable=g-import-not-at-top
-  pmapped = run(parallel.pmap_step(step, donate=False), parallel.device_split,
-                flax.jax_utils.unreplicate, flax.jax_utils.replicate(state))
-  for params, losses in (sharded, pmapped):
-    np.testing.assert_allclose(losses, reference[1], rtol=1e-5)
-    assert_trees_close(params, reference[0], atol=1e-5)
-  assert np.abs(np.asarray(jax.tree.leaves(reference[0])[0]) -
-                np.asarray(jax.tree.leaves(params)[0])).max() < 1e-5
+  reference_params, reference_losses = run(parallel.data_parallel("shard_map",
+                                                                  jax.devices()[:1]))
+  for wrapper in parallel.WRAPPERS:
+    params, losses = run(parallel.data_parallel(wrapper))
+    np.testing.assert_allclose(losses, reference_losses, rtol=1e-5, err_msg=wrapper)
+    assert_trees_close(params, reference_params, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_the_trainer_trains_alike_with_either_wrapper(tiny_config, tmp_path):
+  tiny_config.train.update(num_steps=2, log_every=2, eval_every=2, checkpoint_every=2)
+  tiny_config.data.num_buckets = 1   # one training shape to compile per wrapper
+  summaries = {}
+  for wrapper in parallel.WRAPPERS:
+    tiny_config.train.wrapper = wrapper
+    summaries[wrapper] = train.train_and_evaluate(tiny_config, str(tmp_path / wrapper))
+  assert summaries["pmap"]["compile_seconds"] > 0   # compiled ahead of time, as shard_map
+  assert summaries["pmap"]["eval_loss"] == pytest.approx(summaries["shard_map"]["eval_loss"],
+                                                         rel=1e-5)
+  assert_trees_close(final_params(tmp_path / "pmap"), final_params(tmp_path / "shard_map"),
+                     atol=1e-5)
+
+
+@pytest.mark.slow
 def test_two_processes_give_the_result_of_one(tiny_config, tmp_path):
   tiny_config.train.num_steps = 6
   single = tmp_path / "single"
@@ -114,6 +124,7 @@ def test_two_processes_give_the_result_of_one(tiny_config, tmp_path):
   assert_trees_close(final_params(workdir), final_params(single), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(tiny_config, tmp_path):
   tiny_config.train.update(num_steps=60, checkpoint_every=10, log_every=10, eval_every=30)
   killed = tmp_path / "killed"
@@ -137,6 +148,7 @@ def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(tiny_con
   assert_trees_close(final_params(killed), final_params(tmp_path / "uninterrupted"), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_nan_stops_the_run_and_the_last_good_checkpoint_restores(tiny_config, tmp_path):
   tiny_config.train.update(num_steps=20, checkpoint_every=5, log_every=5)
   trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
@@ -154,6 +166,7 @@ def test_nan_stops_the_run_and_the_last_good_checkpoint_restores(tiny_config, tm
   restored.close()
 
 
+@pytest.mark.slow
 def test_an_update_that_breaks_the_parameters_is_never_checkpointed(tiny_config, tmp_path):
   # A NaN in Adam's moments makes step 10's update NaN while step 10's loss (computed from
   # the parameters before it) is still finite; step 10 is a checkpoint step.
@@ -168,6 +181,7 @@ def test_an_update_that_breaks_the_parameters_is_never_checkpointed(tiny_config,
   assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).steps() == [5]
 
 
+@pytest.mark.slow
 def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tiny_config, tmp_path,
                                                                      caplog):
   tiny_config.train.update(num_steps=10, checkpoint_every=5)
@@ -181,6 +195,7 @@ def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tiny_config
   trainer.close()
 
 
+@pytest.mark.slow
 def test_a_workdir_of_another_config_is_refused_unless_overwritten(tiny_config, tmp_path):
   tiny_config.train.num_steps = 2
   train.train_and_evaluate(tiny_config, str(tmp_path))
@@ -210,6 +225,7 @@ def test_checkpoints_restore_onto_another_device_count_and_average(tmp_path):
   checkpointer.close()
 
 
+@pytest.mark.slow
 def test_logs_hold_losses_rates_throughput_branch_weights_and_validation(tiny_config, tmp_path):
   tiny_config.model.attention = "weighted"
   tiny_config.train.update(num_steps=10, log_every=5, eval_every=5, branch_freeze_steps=5)
@@ -235,21 +251,24 @@ def test_logs_hold_losses_rates_throughput_branch_weights_and_validation(tiny_co
 
 
 @pytest.mark.parametrize("section, field, value, message", [
-    ("train", "wrapper", "xmap", "train.wrapper='xmap' is not a valid choice; use one of "
-                                 "'shard_map', 'pmap'"),
-    ("train", "num_steps", 0, "train.num_steps=0 must be a positive integer"),
+    ("train", "wrapper", "xmap", "config.train.wrapper='xmap' is not a valid choice; use one "
+                                 "of ('shard_map', 'pmap')"),
+    ("train", "num_steps", 0, "config.train.num_steps=0 must be a positive integer"),
     ("train", "branch_freeze_steps", 50, "freezes kappa/alpha for the whole run"),
-    ("model", "num_heads", 5, "model.num_heads=5 does not divide model.d_model=32"),
-    ("data", "tokens_per_batch", -1, "config.data.tokens_per_batch=-1 is invalid"),
+    ("model", "num_heads", 5, "config.model.num_heads=5 does not divide model.d_model=32"),
+    ("data", "tokens_per_batch", -1, "config.data.tokens_per_batch=-1 must be a positive "
+                                     "integer"),
+    ("decode", "beam_size", 0, "config.decode.beam_size=0 must be a positive integer"),
 ])
 def test_bad_config_values_are_refused_before_anything_is_loaded(tiny_config, tmp_path, section,
                                                                  field, value, message):
   tiny_config[section][field] = value
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(ValueError, match=re.escape(message)):
     train.Trainer(tiny_config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_trains_with_float32_parameters_and_optimizer_state(tiny_config,
                                                                             tmp_path):
   tiny_config.model.dtype = "bfloat16"

@@ -21,6 +21,14 @@ ends with EOS at the latest there. The static buffer is `source_len + max_extra_
 `model.config.max_len` (with a warning; the limits are clipped with it). An all-pad input row
 (batch filler) gets limit 1: its output is a lone EOS.
 
+Over-long sources. The encoder has `max_len` positions and each output needs room for
+`n_b + max_extra_len` tokens, so a source may have at most
+`max_source_len(max_len, max_extra_len) = max_len - min(max_extra_len, max_len // 2)` tokens,
+EOS included (at least half of max_len stays for the source: with a larger max_extra_len the
+outputs are clipped instead, as above). Longer inputs are not refused: the decode function cuts
+every row to its first max_source_len - 1 tokens and EOS (as the data pipeline truncates
+evaluation sentences), warns, and decodes the batch; shorter rows are unchanged.
+
 Beam search keeps `beam_size` alive (unfinished) hypotheses per sentence and the best finished
 one. Per step it takes the top 2k of the k * vocab extensions of the alive beams; EOS
 extensions ranked in the top k are finished candidates (frozen; as in fairseq), the best k
@@ -64,6 +72,23 @@ def length_penalty_factor(length, alpha):
 def decode_buffer_len(source_len: int, max_extra_len: int, model_max_len: int) -> int:
   """Static output length: source_len + max_extra_len, clipped to the model's max_len."""
   return min(source_len + max_extra_len, model_max_len)
+
+
+def max_source_len(model_max_len: int, max_extra_len: int) -> int:
+  """Most source tokens (EOS included) a sentence may have: max_len - max_extra_len, so that
+  its output keeps n + max_extra_len tokens, but at least half of max_len."""
+  return model_max_len - min(max_extra_len, model_max_len // 2)
+
+
+def truncate_sources(inputs: Array, max_tokens: int) -> Array:
+  """`inputs` cut to `max_tokens` columns; rows that had more non-pad tokens keep their first
+  max_tokens - 1 and end with EOS. Works on numpy arrays and inside `jax.jit`."""
+  inputs = jnp.asarray(inputs, jnp.int32)
+  if inputs.shape[1] <= max_tokens:
+    return inputs
+  too_long = jnp.sum(inputs > 0, axis=1) > max_tokens
+  cut = inputs[:, :max_tokens]
+  return cut.at[:, max_tokens - 1].set(jnp.where(too_long, EOS, cut[:, max_tokens - 1]))
 
 
 def sentence_limits(inputs: Array, max_extra_len: int, buffer_len: int) -> Array:
@@ -121,7 +146,8 @@ def greedy_decode(model: models.Transformer, params, inputs, *, length_penalty: 
 
   Args:
     model, params: a `Transformer` and its parameters (the 'params' collection).
-    inputs: `[batch, source_len]` int token ids, 0-padded, EOS-terminated.
+    inputs: `[batch, source_len]` int token ids, 0-padded, EOS-terminated; sources longer
+      than `max_source_len` are cut, with a warning (see the module docstring).
     length_penalty: alpha of the score only (greedy choices do not depend on it).
     max_extra_len: sentence b stops after n_b + max_extra_len tokens at most.
   Returns:
@@ -182,7 +208,8 @@ def beam_search(model: models.Transformer, params, inputs, *, beam_size: int = 4
 
   Args:
     model, params: a `Transformer` (either attention) and its parameters.
-    inputs: `[batch, source_len]` int token ids, 0-padded, EOS-terminated.
+    inputs: `[batch, source_len]` int token ids, 0-padded, EOS-terminated; sources longer
+      than `max_source_len` are cut, with a warning (see the module docstring).
     beam_size: k, alive hypotheses per sentence.
     length_penalty: GNMT alpha (0.6 in Vaswani et al.); 0 ranks by log-probability.
     max_extra_len: sentence b produces at most n_b + max_extra_len tokens, EOS included.
@@ -223,7 +250,7 @@ def _beam_search(model, params, inputs, alpha, *, k: int, max_extra_len: int):
     is_eos = token == EOS
 
     # Finished candidates: EOS extensions among the top k; keep the best one if it improves.
-    finishing = is_eos & (jnp.arange(2 * k) < k) & (top_logp > _REAL)
+    finishing = is_eos & (jnp.arange(2 * k) < k)[None] & (top_logp > _REAL)
     finished_score = jnp.where(finishing, top_logp / length_penalty_factor(t + 1, alpha), NEG)
     pick = jnp.argmax(finished_score, axis=1)                      # [batch]
     candidate_score = finished_score[sentence[:, 0], pick]
@@ -258,7 +285,8 @@ def make_decode_fn(model: models.Transformer, *, beam_size: int = 4,
 
   `method="beam"` runs `beam_search` with `beam_size`; `method="greedy"` runs `greedy_decode`
   (beam_size ignored). Options are checked here, before anything is traced; `fn` checks the
-  inputs' rank and warns when source_len + max_extra_len exceeds model.config.max_len (the
+  inputs' rank, cuts sources longer than `max_source_len` with a warning (see the module
+  docstring) and warns when source_len + max_extra_len exceeds model.config.max_len (the
   buffer and the limits are then clipped). The compiled function is cached per (model,
   beam_size, max_extra_len, method); the length penalty is a traced argument, so sweeping it
   (e.g. on a dev set) compiles nothing new. `fn` may be called inside another jitted function.
@@ -269,11 +297,18 @@ def make_decode_fn(model: models.Transformer, *, beam_size: int = 4,
   _check_options(model, beam_size, max_extra_len)
   compiled = _compiled(model, beam_size, max_extra_len, method)
   alpha = float(length_penalty)
+  source_limit = max_source_len(model.config.max_len, max_extra_len)
 
   def decode_fn(params, inputs):
     shape = np.shape(inputs)
     if len(shape) != 2:
       raise ValueError(f"inputs must be [batch, source_len] token ids, got shape {shape}")
+    if shape[1] > source_limit:
+      message = _truncation_message(inputs, source_limit, model.config.max_len, max_extra_len)
+      if message:
+        warnings.warn(message, stacklevel=2)
+      inputs = truncate_sources(inputs, source_limit)
+      shape = inputs.shape
     if shape[1] + max_extra_len > model.config.max_len:
       warnings.warn(f"source_len + max_extra_len = {shape[1]} + {max_extra_len} exceeds "
                     f"model.max_len={model.config.max_len}: outputs and length limits are "
@@ -281,6 +316,23 @@ def make_decode_fn(model: models.Transformer, *, beam_size: int = 4,
     return compiled(params, inputs, alpha)
 
   return decode_fn
+
+
+def _truncation_message(inputs, limit: int, max_len: int, max_extra_len: int) -> str:
+  """The warning for sources cut to `limit` tokens: names the rows when `inputs` is concrete,
+  and is empty when it is concrete and only padding goes."""
+  rows = ""
+  if not isinstance(inputs, jax.core.Tracer):
+    lengths = np.sum(np.asarray(inputs) > 0, axis=1)
+    long_rows = np.flatnonzero(lengths > limit)
+    if not len(long_rows):
+      return ""
+    rows = (f" (rows {', '.join(f'{r} ({lengths[r]} tokens)' for r in long_rows[:10])}"
+            f"{', ...' if len(long_rows) > 10 else ''})")
+  return (f"source_len={np.shape(inputs)[1]} exceeds the {limit} source tokens that "
+          f"model.max_len={max_len} leaves beside max_extra_len={max_extra_len} output tokens: "
+          f"sources longer than {limit} tokens{rows} are cut to their first {limit - 1} tokens "
+          f"and EOS. Shorten the inputs, or lower max_extra_len, to translate them whole")
 
 
 @functools.lru_cache(maxsize=64)

@@ -4,10 +4,13 @@
   evaluate_split     decodes every example of a split exactly once (the data layer's
                      evaluation batches carry each example's index), detokenizes with the
                      run's SentencePiece model and scores against the raw references
-  translate_sentences  the same for arbitrary text (the translate command)
+  translate_sentences  the same for arbitrary text (the translate command): an empty or
+                     whitespace-only sentence gives an empty translation (nothing is decoded),
+                     a sentence longer than the model takes is cut with a warning naming it
 
 Every distinct batch shape is compiled before the clock starts, so the reported speed is
-decoding only.
+decoding only. In a multi-process run each process decodes its rows of every batch and the
+rows are gathered in order (`gather_rows`), so every process gets every translation.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from absl import logging
 
 from wt import decode, metrics, models, train
+from wt.data import batching
 
 
 @dataclasses.dataclass
@@ -40,7 +44,9 @@ def load_trained(workdir: str, *, average_last: Optional[int] = None,
   config = train.load_run_config(workdir)
   if average_last is None:
     average_last = config.decode.average_last
-  data = data_lib.load_translation_data(config.data)
+  # Each process of a multi-process run holds its rows of every evaluation batch.
+  data = data_lib.load_translation_data(config.data, process_index=jax.process_index(),
+                                        process_count=jax.process_count())
   model_config = train.model_config_from(config, data.tokenizer.vocab_size)
   params = train.restore_params(workdir, average_last)
   return TrainedModel(config, data, models.Transformer(model_config.replace(**model_changes)),
@@ -66,12 +72,12 @@ def translate_batches(model: models.Transformer, params: Any, batches: list[dict
   start = time.perf_counter()
   outputs = [(batch["index"], compiled[batch["inputs"].shape](params, batch["inputs"])[0])
              for batch in batches]
+  index, tokens = gather_rows([(np.asarray(i), np.asarray(jax.device_get(t)))
+                               for i, t in outputs])
   translations: list[Any] = [None] * num_sentences
-  for index, tokens in outputs:
-    tokens = np.asarray(jax.device_get(tokens))
-    for row, example in enumerate(index):
-      if example >= 0:
-        translations[example] = tokenizer.decode(tokens[row])
+  for example, row in zip(index, tokens):
+    if example >= 0:
+      translations[example] = tokenizer.decode(row)
   seconds = time.perf_counter() - start
   missing = [i for i, t in enumerate(translations) if t is None]
   if missing:
@@ -79,8 +85,32 @@ def translate_batches(model: models.Transformer, params: Any, batches: list[dict
                        f"evaluation batches must cover every example once")
   timing = {"sentences": num_sentences, "compile_seconds": compile_seconds,
             "seconds": seconds, "sentences_per_second": num_sentences / max(seconds, 1e-9),
-            "beam_size": beam_size, "batch_sentences": int(batches[0]["inputs"].shape[0])}
+            "beam_size": beam_size,
+            "batch_sentences": int(batches[0]["inputs"].shape[0]) * jax.process_count()}
   return translations, timing
+
+
+def gather_rows(outputs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+  """The decoded rows of every process: (example index [n], tokens [n, width], zero-padded)
+  from each process's (index, tokens) batches; rows of index -1 are padding. In a single
+  process these are its own rows; in several, each process's are padded to the longest and
+  gathered with process_allgather, so every process gets all of them."""
+  width = max((tokens.shape[1] for _, tokens in outputs), default=1)
+  index = np.concatenate([i for i, _ in outputs] or [np.zeros([0])]).astype(np.int32)
+  tokens = np.zeros((len(index), width), np.int32)
+  row = 0
+  for rows, batch_tokens in outputs:
+    tokens[row:row + len(rows), :batch_tokens.shape[1]] = batch_tokens
+    row += len(rows)
+  if jax.process_count() == 1:
+    return index, tokens
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  rows, width = np.max(multihost_utils.process_allgather(
+      np.array([len(index), width], np.int32)), axis=0)
+  index = np.pad(index, (0, rows - len(index)), constant_values=-1)
+  tokens = np.pad(tokens, ((0, rows - tokens.shape[0]), (0, width - tokens.shape[1])))
+  return (np.asarray(multihost_utils.process_allgather(index)).reshape(-1),
+          np.asarray(multihost_utils.process_allgather(tokens)).reshape(-1, width))
 
 
 def evaluate_split(model: models.Transformer, params: Any, data, split: str,
@@ -110,17 +140,46 @@ def translate_sentences(model: models.Transformer, params: Any, tokenizer,
 
   Sentences are sorted by length and padded to a multiple of `length_quantum` tokens, so a
   file compiles a few shapes; `decode_options` are beam_size, length_penalty, max_extra_len.
+  One translation per sentence, always: an empty or whitespace-only sentence translates to ""
+  without decoding (the model would invent one); a sentence of more tokens than
+  `decode.max_source_len` allows (model.max_len less max_extra_len for the translation) keeps
+  its first tokens and EOS, with one warning naming its line (sentence i is line i + 1) and
+  its length. The timing counts the decoded sentences only.
   """
-  encoded = tokenizer.encode_batch(sentences)
+  indices = [i for i, sentence in enumerate(sentences) if sentence.strip()]
+  translations = [""] * len(sentences)
+  if not indices:
+    return translations, {"sentences": 0, "compile_seconds": 0.0, "seconds": 0.0,
+                          "sentences_per_second": 0.0, "beam_size": decode_options["beam_size"],
+                          "batch_sentences": batch_size}
+  encoded = tokenizer.encode_batch([sentences[i] for i in indices])
+  limit = decode.max_source_len(model.config.max_len, decode_options["max_extra_len"])
+  for j, ids in enumerate(encoded):
+    if len(ids) > limit:
+      logging.warning(
+          "line %d: %d tokens (%d characters), more than the %d source tokens that "
+          "model.max_len=%d leaves beside max_extra_len=%d for the translation; only its first "
+          "%d tokens are translated. Split the line to translate all of it", indices[j] + 1,
+          len(ids), len(sentences[indices[j]]), limit, model.config.max_len,
+          decode_options["max_extra_len"], limit - 1)
+      encoded[j] = ids[:limit - 1] + [tokenizer.eos_id]
   order = np.argsort([len(ids) for ids in encoded], kind="stable")
+  # Several processes: each decodes its rows of every batch (translate_batches gathers them).
+  batch_size = -(-batch_size // jax.process_count()) * jax.process_count()
+  local = batching.process_rows(batch_size, jax.process_index(), jax.process_count())
   batches = []
   for start in range(0, len(order), batch_size):
     chosen = order[start:start + batch_size]
     width = -(-max(len(encoded[i]) for i in chosen) // length_quantum) * length_quantum
+    width = min(width, limit)   # padding past the limit would only be cut off again
     inputs = np.zeros((batch_size, width), np.int32)
     index = np.full((batch_size,), -1, np.int64)
     for row, example in enumerate(chosen):
       inputs[row, :len(encoded[example])] = encoded[example]
       index[row] = example
-    batches.append({"inputs": inputs, "index": index})
-  return translate_batches(model, params, batches, tokenizer, len(sentences), **decode_options)
+    batches.append({"inputs": inputs[local], "index": index[local]})
+  decoded, timing = translate_batches(model, params, batches, tokenizer, len(encoded),
+                                      **decode_options)
+  for i, translation in zip(indices, decoded):
+    translations[i] = translation
+  return translations, timing

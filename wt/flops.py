@@ -102,3 +102,32 @@ def compiled_flops(compiled: Any) -> float:
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
   return float(analysis["flops"])
+
+
+# ------------------------------------------------------------------------------------------
+# The cost of a run, on paper: FLOPs of its steps over (devices x peak x MFU).
+
+# Dense bfloat16 peak FLOP/s of one accelerator (vendor data sheets, no sparsity).
+PEAK_FLOPS = {
+    "A100": 312e12,       # A100 SXM4: 312 TFLOP/s bf16 tensor cores
+    "H100": 989e12,       # H100 SXM5: 989 TFLOP/s bf16 (1979 is with 2:4 sparsity)
+    "TPU v4": 275e12,     # one v4 chip (two TensorCores)
+    "TPU v5e": 197e12,    # one v5e chip
+    "P100": 9.3e12,       # P100 SXM2 float32 (Vaswani et al.'s GPUs; they trained in float32)
+}
+
+
+def batch_shape(tokens_per_batch: int, length: int) -> tuple[int, int, int]:
+  """(sentences, source_len, target_len) of a batch of `tokens_per_batch` token slots per
+  side (padding included) in sentences of `length` slots."""
+  return max(tokens_per_batch // length, 1), length, length
+
+
+def run_seconds(step_flops: float, steps: int, devices: int, peak_flops: float,
+                mfu: float) -> float:
+  """Seconds of `steps` training steps of `step_flops` each, on `devices` accelerators of
+  `peak_flops` at model FLOPs utilisation `mfu` (data parallelism: the step's FLOPs split
+  evenly, communication hidden or counted in the MFU)."""
+  if not 0.0 < mfu <= 1.0:
+    raise ValueError(f"mfu={mfu} must be in (0, 1]: the fraction of the peak the step reaches")
+  return step_flops * steps / (devices * peak_flops * mfu)

@@ -68,10 +68,8 @@ def dropout(x: Array, rate: float, rng: Optional[Array]) -> Array:
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-def _as_4d(x: Optional[Array]) -> Optional[Array]:
+def _as_4d(x: Array) -> Array:
   """Left-pads the rank of a mask or bias to 4 so it broadcasts as [batch, heads, q, kv]."""
-  if x is None:
-    return None
   return jnp.reshape(x, (1,) * (4 - x.ndim) + x.shape) if x.ndim < 4 else x
 
 
@@ -154,5 +152,6 @@ def dot_product_attention(query: Array, key: Array, value: Array,
     return einsum_attention(query, key, value, mask, bias, scale=scale,
                             dropout_rate=dropout_rate, dropout_rng=dropout_rng)
   return jax.nn.dot_product_attention(
-      query, key, value, bias=_as_4d(bias), mask=_as_4d(mask), scale=scale,
-      implementation=implementation)
+      query, key, value, bias=None if bias is None else _as_4d(bias),
+      mask=None if mask is None else _as_4d(mask), scale=scale,
+      implementation=implementation)  # type: ignore[arg-type]  # checked above: not "einsum"

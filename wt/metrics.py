@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import sacrebleu
+from tensorboardX import SummaryWriter
 
 SumCount = tuple  # (sum, count), both scalars
 
@@ -96,13 +97,12 @@ class MetricWriter:
     self.enabled = enabled
     self._jsonl = self._tensorboard = None
     if enabled:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       os.makedirs(logdir, exist_ok=True)
       self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a", encoding="utf-8")
       self._tensorboard = SummaryWriter(os.path.join(logdir, "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float]):
-    if not self.enabled:
+    if self._jsonl is None or self._tensorboard is None:
       return
     record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
     self._jsonl.write(json.dumps(record) + "\n")
@@ -111,7 +111,7 @@ class MetricWriter:
       self._tensorboard.add_scalar(name, float(value), int(step))
 
   def close(self):
-    if self.enabled:
+    if self._jsonl is not None and self._tensorboard is not None:
       self._jsonl.close()
       self._tensorboard.close()
 

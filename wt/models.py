@@ -3,7 +3,7 @@
 One class builds both models: `attention="multihead"` is Vaswani et al.'s Transformer,
 `attention="weighted"` replaces attention + FFN sublayers by `BranchedAttention` (Ahmed et al.).
 Every point the papers leave open is a field of `ModelConfig` with the paper's reading as
-default (see `../shared/PAPER.md` and docs/architecture.md).
+default (see docs/paper.md and docs/architecture.md).
 
 Token conventions: id 0 is padding (and the decoder's start symbol), targets end with EOS.
 """
@@ -11,39 +11,41 @@ Token conventions: id 0 is padding (and the decoder's start symbol), targets end
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wt import kernels
-from wt.modules import (BRANCH_FFN_MODES, BRANCH_WEIGHT_MODES, TEST_BRANCH_WEIGHTS,
-                        BranchedAttention, FeedForward, MultiHeadAttention)
+from wt import config_checks, kernels
+from wt import distributed as backend_rules
+from wt.config_checks import ConfigError
+from wt.modules import (BRANCH_FFN_MODES, BRANCH_OUTPUT_BIASES, BRANCH_RESIDUALS,
+                        BRANCH_WEIGHT_MODES, TEST_BRANCH_WEIGHTS, BranchedAttention,
+                        FeedForward, MultiHeadAttention)
 
 Array = jax.Array
 
+ATTENTIONS = ("multihead", "weighted")   # the Transformer, the Weighted Transformer
 _CHOICES = {
-    "attention": ("multihead", "weighted"),
+    "attention": ATTENTIONS,
     "branch_weights": BRANCH_WEIGHT_MODES,
     "branch_ffn": BRANCH_FFN_MODES,
     "branched_decoder": ("encdec", "self", "both"),
+    "branch_residual": BRANCH_RESIDUALS,
+    "branch_output_bias": BRANCH_OUTPUT_BIASES,
     "norm": ("post", "pre"),
     "test_branch_weights": TEST_BRANCH_WEIGHTS,
     "positional": ("sinusoidal", "learned"),
     "share_embeddings": ("all", "decoder", "none"),
-    "dtype": ("float32", "bfloat16"),
-    "attention_implementation": kernels.IMPLEMENTATIONS,
+    "dtype": ("float32", "bfloat16", "auto"),
+    "attention_implementation": kernels.IMPLEMENTATIONS + ("auto",),
 }
 
 
-class ConfigError(ValueError):
-  """A configuration value that cannot work; the message names the field and the fix."""
-
-
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(config_checks.Section, section="model"):
   """Architecture of both models. Defaults: Transformer base / Weighted Transformer small.
 
   Attributes (the switches for the papers' open points are marked *):
@@ -59,15 +61,23 @@ class ModelConfig:
     branch_ffn*: "split" (M FFNs of d_ff/M), "shared" (one full FFN) or "full" (M full FFNs).
     branched_decoder*: which decoder attention is branched: "encdec", "self" or "both". The
       branched sublayer also replaces the FFN, so a weighted decoder layer has no separate FFN.
-    norm*: "post" (LayerNorm(x + sublayer(x)), Vaswani; around the whole branched block) or
-      "pre" (x + sublayer(LayerNorm(x)), with a final LayerNorm).
+    branch_residual*: where the branched block keeps residuals and LayerNorms: "block" (one
+      around the whole block), "ffn" (also one around each branch FFN) or "sublayers" (each
+      branch keeps both of a Transformer layer's); equations in `BranchedAttention`.
+    branch_output_bias*: the branch FFNs' output bias: "shared" (one b2) or "per_branch"
+      (b2_i inside FFN_i, scaled by alpha_i as in the paper's equation).
+    norm*: "post" (LayerNorm(x + sublayer(x)), Vaswani) or "pre" (x + sublayer(LayerNorm(x)),
+      with a final LayerNorm); in the branched block, for every residual it has.
     test_branch_weights*: kappa/alpha at test time: "learned", "uniform" or "random".
     positional: "sinusoidal" or "learned" encodings; max_len bounds positions.
     share_embeddings: "all" (source, target, pre-softmax share one matrix, Vaswani), "decoder"
       (target and pre-softmax only) or "none".
     scale_attention: multiply scores by 1/sqrt(d_k) (True) or not (the ablation).
-    dtype: compute dtype ("float32" or "bfloat16"); parameters are always float32.
-    attention_implementation: None, "xla", "cudnn" or "einsum" (kernels.dot_product_attention).
+    dtype: compute dtype ("float32", "bfloat16", or "auto": bfloat16 on GPU/TPU, float32 on
+      CPU); parameters are always float32.
+    attention_implementation: None, "xla", "cudnn" or "einsum" (kernels.dot_product_attention),
+      or "auto": cuDNN's fused kernel on a GPU where its constraints hold, else XLA
+      (wt/distributed.py `attention_path`).
     fold_branch_output: compute a branch as head_i (kappa_i W^{O_i} W1_i) instead of the paper's
       (head_i kappa_i W^{O_i}) W1_i: the same function and parameters, fewer FLOPs.
   """
@@ -84,6 +94,8 @@ class ModelConfig:
   branch_weights: str = "projection"
   branch_ffn: str = "split"
   branched_decoder: str = "encdec"
+  branch_residual: str = "block"
+  branch_output_bias: str = "shared"
   norm: str = "post"
   test_branch_weights: str = "learned"
   positional: str = "sinusoidal"
@@ -96,50 +108,38 @@ class ModelConfig:
   layer_norm_epsilon: float = 1e-6
 
   def __post_init__(self):
+    config_checks.check_types(self)
     for field, choices in _CHOICES.items():
-      value = getattr(self, field)
-      if value not in choices:
-        raise ConfigError(f"model.{field}={value!r} is not a valid choice; use one of "
-                          f"{', '.join(repr(c) for c in choices)}")
-    for field in ("vocab_size", "num_layers", "d_model", "d_ff", "num_heads", "num_branches",
-                  "max_len"):
-      value = getattr(self, field)
-      if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"model.{field}={value!r} must be a positive integer")
-    for field in ("dropout_rate", "attention_dropout_rate", "relu_dropout_rate"):
-      value = getattr(self, field)
-      if not 0.0 <= value < 1.0:
-        raise ConfigError(f"model.{field}={value!r} must be in [0, 1)")
+      config_checks.one_of(self, field, choices)
+    config_checks.positive_int(self, "vocab_size", "num_layers", "d_model", "d_ff", "num_heads",
+                               "num_branches", "max_len")
+    config_checks.in_range(self, 0.0, 1.0, "dropout_rate", "attention_dropout_rate",
+                           "relu_dropout_rate")
+    config_checks.positive(self, "layer_norm_epsilon")
     if self.d_model % self.num_heads:
-      raise ConfigError(f"model.num_heads={self.num_heads} does not divide "
-                        f"model.d_model={self.d_model}; use a divisor of {self.d_model}")
+      raise config_checks.fail(self, "num_heads", f"does not divide model.d_model="
+                               f"{self.d_model}; use a divisor of {self.d_model}")
     if self.attention == "weighted":
       if self.d_model % self.num_branches:
-        raise ConfigError(f"model.num_branches={self.num_branches} does not divide "
-                          f"model.d_model={self.d_model} (each branch has one head of size "
-                          f"d_model / M); use a divisor of {self.d_model}")
+        raise config_checks.fail(self, "num_branches", f"does not divide model.d_model="
+                                 f"{self.d_model} (each branch has one head of size d_model "
+                                 f"/ M); use a divisor of {self.d_model}")
+      if self.fold_branch_output and self.branch_residual != "block":
+        raise ConfigError(f"model.fold_branch_output=True needs model.branch_residual='block' "
+                          f"(got {self.branch_residual!r}): the other placements add o_i "
+                          f"itself to a residual; set fold_branch_output=False")
       if self.branch_ffn == "split" and self.d_ff % self.num_branches:
-        raise ConfigError(f"model.num_branches={self.num_branches} does not divide "
-                          f"model.d_ff={self.d_ff}, which branch_ffn='split' needs; use a "
-                          f"divisor of {self.d_ff} or branch_ffn='shared'/'full'")
-
-  @classmethod
-  def from_mapping(cls, values: Mapping[str, Any]) -> "ModelConfig":
-    """Builds from a dict or ConfigDict, refusing unknown keys with the list of valid ones."""
-    values = dict(values)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ConfigError(f"unknown model config field(s) {unknown}; valid fields: "
-                        f"{sorted(known)}")
-    return cls(**values)
+        raise config_checks.fail(self, "num_branches", f"does not divide model.d_ff="
+                                 f"{self.d_ff}, which branch_ffn='split' needs; use a divisor "
+                                 f"of {self.d_ff} or branch_ffn='shared'/'full'")
 
   def replace(self, **changes) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
 
   @property
   def compute_dtype(self):
-    return jnp.bfloat16 if self.dtype == "bfloat16" else jnp.float32
+    return (jnp.bfloat16 if backend_rules.resolve_dtype(self.dtype) == "bfloat16"
+            else jnp.float32)
 
   @property
   def weighted(self) -> bool:
@@ -168,18 +168,30 @@ def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
   return table
 
 
-def _attention(config: ModelConfig, branched: bool, name: str) -> nn.Module:
-  """The attention sublayer: branched (attention + FFN in one block) or multi-head."""
+def _attention(config: ModelConfig, branched: bool, name: str, *, q_len: int, kv_len: int,
+               deterministic: bool, decode: bool = False) -> nn.Module:
+  """The attention sublayer: branched (attention + FFN in one block) or multi-head, with the
+  kernel that wt/distributed.py's `attention_path` picks for this call."""
+  head_dim = config.d_model // (config.num_branches if branched else config.num_heads)
+  implementation = backend_rules.sublayer_implementation(
+      config, head_dim, q_len=q_len, kv_len=kv_len, training=not deterministic, decode=decode)
   if branched:
     return BranchedAttention(
-        config.num_branches, config.d_model, config.d_ff, config.branch_ffn,
-        config.branch_weights, config.test_branch_weights, config.scale_attention,
-        config.attention_dropout_rate, config.relu_dropout_rate,
-        config.attention_implementation, config.fold_branch_output, config.compute_dtype,
-        name=name)
-  return MultiHeadAttention(config.num_heads, config.d_model, config.scale_attention,
-                            config.attention_dropout_rate, config.attention_implementation,
-                            config.compute_dtype, name=name)
+        num_branches=config.num_branches, d_model=config.d_model, d_ff=config.d_ff,
+        branch_ffn=config.branch_ffn, branch_weights=config.branch_weights,
+        test_branch_weights=config.test_branch_weights,
+        branch_residual=config.branch_residual, branch_output_bias=config.branch_output_bias,
+        norm=config.norm, scale_attention=config.scale_attention,
+        attention_dropout_rate=config.attention_dropout_rate,
+        relu_dropout_rate=config.relu_dropout_rate, residual_dropout_rate=config.dropout_rate,
+        layer_norm_epsilon=config.layer_norm_epsilon,
+        implementation=implementation,
+        fold_output=config.fold_branch_output, dtype=config.compute_dtype, name=name)
+  return MultiHeadAttention(num_heads=config.num_heads, d_model=config.d_model,
+                            scale_attention=config.scale_attention,
+                            dropout_rate=config.attention_dropout_rate,
+                            implementation=implementation,
+                            dtype=config.compute_dtype, name=name)
 
 
 def _residual(config: ModelConfig, x: Array, sublayer, *, name: str,
@@ -190,6 +202,20 @@ def _residual(config: ModelConfig, x: Array, sublayer, *, name: str,
   if config.norm == "pre":
     return x + drop(sublayer(norm(x)))
   return norm(x + drop(sublayer(x)))
+
+
+def _attention_sublayer(config: ModelConfig, x: Array, attend, *, branched: bool, name: str,
+                        deterministic: bool) -> Array:
+  """An attention sublayer with its residual: `attend(y, **residual)` runs the attention with
+  y as its query input. A branched block with branch_residual="sublayers" keeps its residuals
+  inside (it gets x as `residual`); only its pre-norm input LayerNorm is added here."""
+  if not (branched and config.branch_residual == "sublayers"):
+    return _residual(config, x, attend, name=name, deterministic=deterministic)
+  if config.norm == "pre":
+    norm = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype,
+                        name=name)
+    return attend(norm(x), residual=x)
+  return attend(x, residual=x)
 
 
 def _feed_forward_sublayer(config: ModelConfig, x: Array, deterministic: bool) -> Array:
@@ -206,9 +232,11 @@ class EncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, mask: Array, *, deterministic: bool) -> Array:
     cfg = self.config
-    attention = _attention(cfg, cfg.weighted, "self_attention")
-    x = _residual(cfg, x, lambda y: attention(y, y, mask, deterministic=deterministic),
-                  name="self_attention_norm", deterministic=deterministic)
+    attention = _attention(cfg, cfg.weighted, "self_attention", q_len=x.shape[1],
+                           kv_len=x.shape[1], deterministic=deterministic)
+    x = _attention_sublayer(
+        cfg, x, lambda y, **kw: attention(y, y, mask, deterministic=deterministic, **kw),
+        branched=cfg.weighted, name="self_attention_norm", deterministic=deterministic)
     if not cfg.weighted:
       x = _feed_forward_sublayer(cfg, x, deterministic)
     return x
@@ -223,15 +251,20 @@ class DecoderLayer(nn.Module):
                *, deterministic: bool, decode: bool = False) -> Array:
     cfg = self.config
     branched = cfg.branched_sublayers()
-    self_attention = _attention(cfg, "self" in branched, "self_attention")
-    x = _residual(cfg, x, lambda y: self_attention(y, y, self_mask, deterministic=deterministic,
-                                                   decode=decode),
-                  name="self_attention_norm", deterministic=deterministic)
-    cross_attention = _attention(cfg, "cross" in branched, "cross_attention")
-    x = _residual(cfg, x, lambda y: cross_attention(y, encoded, cross_mask,
-                                                    deterministic=deterministic,
-                                                    decode=decode, cross=True),
-                  name="cross_attention_norm", deterministic=deterministic)
+    self_attention = _attention(cfg, "self" in branched, "self_attention", q_len=x.shape[1],
+                                kv_len=x.shape[1], deterministic=deterministic, decode=decode)
+    x = _attention_sublayer(
+        cfg, x, lambda y, **kw: self_attention(y, y, self_mask, deterministic=deterministic,
+                                               decode=decode, **kw),
+        branched="self" in branched, name="self_attention_norm", deterministic=deterministic)
+    cross_attention = _attention(cfg, "cross" in branched, "cross_attention",
+                                 q_len=x.shape[1], kv_len=encoded.shape[1],
+                                 deterministic=deterministic, decode=decode)
+    x = _attention_sublayer(
+        cfg, x, lambda y, **kw: cross_attention(y, encoded, cross_mask,
+                                                deterministic=deterministic, decode=decode,
+                                                cross=True, **kw),
+        branched="cross" in branched, name="cross_attention_norm", deterministic=deterministic)
     if not branched:
       x = _feed_forward_sublayer(cfg, x, deterministic)
     return x

@@ -6,6 +6,8 @@
   FeedForward        max(0, x W1 + b1) W2 + b2
   BranchedAttention  AttentionHeads with one head per branch, then
                      sum_i alpha_i FFN_i(kappa_i head_i W^{O_i})             (Ahmed et al. Eqs. 5-7)
+                     with the residuals and norms where `branch_residual` puts them
+  BranchLayerNorm    one LayerNorm per branch, on a branch-major `[M, n, features]` array
   BranchWeights      kappa or alpha: M positive scalars on the probability simplex.
 
 The blocks know nothing of training: dropout keys come from the 'dropout' RNG stream when
@@ -29,6 +31,8 @@ Dtype = Any
 BRANCH_WEIGHT_MODES = ("projection", "softmax", "uniform")
 TEST_BRANCH_WEIGHTS = ("learned", "uniform", "random")
 BRANCH_FFN_MODES = ("split", "shared", "full")
+BRANCH_RESIDUALS = ("block", "ffn", "sublayers")
+BRANCH_OUTPUT_BIASES = ("shared", "per_branch")
 
 # Glorot-uniform with the fans of one branch: axis 0 of a per-branch kernel is the branch axis.
 branch_kernel_init = nn.initializers.xavier_uniform(in_axis=-2, out_axis=-1, batch_axis=(0,))
@@ -219,20 +223,33 @@ class BranchedAttention(nn.Module):
   """Branched attention of the Weighted Transformer; replaces attention + FFN of a layer.
 
     head_i          = Attention(Q W_i^Q, K W_i^K, V W_i^V)        one head per branch
-    head_bar_i      = head_i W^{O_i} * kappa_i                    W^{O_i}: [depth, model]
-    BranchedAtt(x)  = sum_i alpha_i FFN_i(head_bar_i)
+    o_i             = kappa_i head_i W^{O_i}                      W^{O_i}: [depth, model]
+    BranchedAtt(x)  = sum_i alpha_i FFN_i(o_i)                    (Ahmed et al. Eqs. 5-7)
 
   All branches run as batched einsums over a branch axis (no Python loop). `branch_ffn`:
     split:  M FFNs of inner size d_ff / M (parameter count equal to a Transformer layer);
     shared: one full FFN applied to every branch;
     full:   M FFNs of inner size d_ff.
-  Because alpha sums to 1, per-branch output biases b2_i collapse into one shared b2, so the
-  block keeps a single output bias: the count is the Transformer's plus 2M scalars.
 
-  `fold_output` computes the same function in another order: (head_i kappa_i W^{O_i}) W1_i =
-  head_i (kappa_i W^{O_i} W1_i), the product `[M, depth, F]` formed once per call. Same
-  parameters; per token it replaces M (depth x d_model + d_model x F) multiply-adds by
-  M depth x F (split mode at bench-small size: 10x fewer in those two matmuls).
+  The paper keeps "residual connections and layer normalisation" without saying where.
+  `branch_residual` places them (post-norm shown; LN_i is one LayerNorm per branch, `residual`
+  is the layer's input x, and each Dropout is the residual dropout):
+    block:     sum_i alpha_i FFN_i(o_i); the layer adds LN(x + Dropout(.)) around the block.
+    ffn:       sum_i alpha_i LN_i(o_i + Dropout(FFN_i(o_i))); the layer's LN(x + .) around it,
+               as the public PyTorch implementation of the paper does.
+    sublayers: z_i = LN_i(x + Dropout(o_i)),  u_i = LN'_i(z_i + Dropout(FFN_i(z_i))),
+               sum_i alpha_i u_i: each branch keeps both residuals of a Transformer layer,
+               and the layer adds nothing around the block.
+  With `norm="pre"` each LN moves onto its sublayer's input (x + f(LN(x))) instead.
+
+  `branch_output_bias`: "shared" adds one b2 to every FFN_i; "per_branch" gives FFN_i its own
+  b2_i, weighted by alpha_i with the rest of FFN_i. On the simplex the two are the same
+  function in "block" mode, but not the same parametrisation: the gradient reaching alpha
+  differs, and with it Adam's steps.
+
+  `fold_output` ("block" only) computes the same function in another order:
+  (head_i kappa_i W^{O_i}) W1_i = head_i (kappa_i W^{O_i} W1_i), the product `[M, depth, F]`
+  formed once per call, which replaces two matmuls per token by one narrower one.
   """
   num_branches: int
   d_model: int
@@ -240,15 +257,30 @@ class BranchedAttention(nn.Module):
   branch_ffn: str = "split"
   branch_weights: str = "projection"
   test_branch_weights: str = "learned"
+  branch_residual: str = "block"
+  branch_output_bias: str = "shared"
+  norm: str = "post"
   scale_attention: bool = True
   attention_dropout_rate: float = 0.0
   relu_dropout_rate: float = 0.0
+  residual_dropout_rate: float = 0.0
+  layer_norm_epsilon: float = 1e-6
   implementation: Optional[str] = None
   fold_output: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, inputs_q, inputs_kv, mask, *, deterministic, decode=False, cross=False):
+  def __call__(self, inputs_q, inputs_kv, mask, *, deterministic, decode=False, cross=False,
+               residual=None):
+    """inputs_q `[batch, q_len, model]`, inputs_kv `[batch, kv_len, model]`; `residual`
+    `[batch, q_len, model]` is the layer's input x, used (and required) by "sublayers" only.
+    Returns `[batch, q_len, model]`."""
+    if self.branch_residual == "sublayers" and residual is None:
+      raise ValueError("branch_residual='sublayers' adds the layer input inside the block: "
+                       "pass it as `residual`")
+    if self.fold_output and self.branch_residual != "block":
+      raise ValueError(f"fold_output needs branch_residual='block' (got "
+                       f"{self.branch_residual!r}): the other placements use o_i itself")
     num_branches, head_dim = self.num_branches, self.d_model // self.num_branches
     heads = AttentionHeads(num_branches, head_dim, self.scale_attention,
                            self.attention_dropout_rate, self.implementation, self.dtype,
@@ -258,46 +290,108 @@ class BranchedAttention(nn.Module):
                                         self.test_branch_weights, name=name)(
                                             deterministic=deterministic)
     kappa, alpha = weight("kappa"), weight("alpha")
+    out_kernel, ffn = self._parameters()
+    out_kernel = out_kernel * kappa[:, None, None]
 
+    # Branch-major with batch and positions flattened, [M, b * q, depth]: XLA then runs every
+    # branch einsum as a plain batched matmul without a transpose around it.
+    batch, length = heads.shape[:2]
+    heads = jnp.transpose(heads, (2, 0, 1, 3)).reshape(num_branches, batch * length, head_dim)
+    cast = lambda array: array.astype(self.dtype)
+    if self.branch_residual == "block":
+      if self.fold_output:
+        # (head_i kappa_i W^{O_i}) W1_i = head_i (kappa_i W^{O_i} W1_i): one [depth, F] kernel.
+        folded = jnp.einsum("hdm,hmf->hdf", out_kernel, ffn["hidden_kernel"])
+        hidden = jnp.einsum("hnd,hdf->hnf", heads, cast(folded))
+      else:
+        branches = jnp.einsum("hnd,hdm->hnm", heads, cast(out_kernel))
+        hidden = jnp.einsum("hnm,hmf->hnf", branches, cast(ffn["hidden_kernel"]))
+      hidden = self._relu_dropout(hidden, ffn, deterministic)
+      # alpha folded into W2: sum_i alpha_i (h_i W2_i) = sum_i h_i (alpha_i W2_i), one contraction.
+      output = jnp.einsum("hnf,hfm->nm", hidden, cast(ffn["output_kernel"] * alpha[:, None, None]))
+      if self.branch_output_bias == "per_branch":
+        bias = jnp.einsum("h,hm->m", alpha, ffn["output_bias"])
+      else:   # one b2 outside the alpha sum: no gradient reaches alpha through it
+        bias = ffn["output_bias"][0]
+      output = output + cast(bias)[None, :]
+    else:
+      branches = jnp.einsum("hnd,hdm->hnm", heads, cast(out_kernel))     # o_i, [M, b * q, model]
+      if self.branch_residual == "ffn":
+        branch_outputs = self._branch_sublayer(branches, lambda y: self._ffn(y, ffn, deterministic),
+                                               "ffn_norm", deterministic)
+      else:
+        x = jnp.broadcast_to(cast(residual).reshape(1, batch * length, self.d_model),
+                             branches.shape)
+        if self.norm == "pre":   # the layer normalised the attention's input already
+          z = x + nn.Dropout(self.residual_dropout_rate)(branches, deterministic=deterministic)
+        else:
+          z = self._branch_sublayer(x, lambda _: branches, "attention_norm", deterministic)
+        branch_outputs = self._branch_sublayer(z, lambda y: self._ffn(y, ffn, deterministic),
+                                               "ffn_norm", deterministic)
+      output = jnp.einsum("h,hnm->nm", cast(alpha), branch_outputs)
+    return output.reshape(batch, length, self.d_model)
+
+  def _parameters(self):
+    """W^O `[M, depth, model]` and the branch FFNs' kernels and biases, every one with a
+    leading branch axis (broadcast for "shared" FFNs and a "shared" output bias)."""
+    num_branches, head_dim = self.num_branches, self.d_model // self.num_branches
     # W^{O_i}: the i-th row block of a Transformer's W^O; same initialisation as MultiHead's.
     out_kernel = self.param("out", nn.initializers.xavier_uniform(),
                             (num_branches * head_dim, self.d_model)).reshape(
                                 num_branches, head_dim, self.d_model)
-    out_kernel = out_kernel * kappa[:, None, None]
-
     hidden_size = self.d_ff // num_branches if self.branch_ffn == "split" else self.d_ff
-    if self.branch_ffn == "shared":
-      hidden_kernel = self.param("hidden_kernel", nn.initializers.xavier_uniform(),
-                                 (self.d_model, hidden_size))
-      hidden_bias = self.param("hidden_bias", nn.initializers.zeros, (hidden_size,))
-      output_kernel = self.param("output_kernel", nn.initializers.xavier_uniform(),
-                                 (hidden_size, self.d_model))
-      hidden_kernel = jnp.broadcast_to(hidden_kernel, (num_branches,) + hidden_kernel.shape)
-      hidden_bias = jnp.broadcast_to(hidden_bias, (num_branches, hidden_size))
-      output_kernel = jnp.broadcast_to(output_kernel, (num_branches,) + output_kernel.shape)
-    else:
-      hidden_kernel = self.param("hidden_kernel", branch_kernel_init,
-                                 (num_branches, self.d_model, hidden_size))
-      hidden_bias = self.param("hidden_bias", nn.initializers.zeros, (num_branches, hidden_size))
-      output_kernel = self.param("output_kernel", branch_kernel_init,
-                                 (num_branches, hidden_size, self.d_model))
-    output_bias = self.param("output_bias", nn.initializers.zeros, (self.d_model,))
+    shapes = {"hidden_kernel": (self.d_model, hidden_size), "hidden_bias": (hidden_size,),
+              "output_kernel": (hidden_size, self.d_model), "output_bias": (self.d_model,)}
+    per_branch = {name: self.branch_ffn != "shared" for name in shapes}
+    per_branch["output_bias"] = self.branch_output_bias == "per_branch"
+    ffn = {}
+    for name, shape in shapes.items():
+      if "kernel" in name:
+        init = branch_kernel_init if per_branch[name] else nn.initializers.xavier_uniform()
+      else:
+        init = nn.initializers.zeros
+      if per_branch[name]:
+        ffn[name] = self.param(name, init, (num_branches,) + shape)
+      else:
+        ffn[name] = jnp.broadcast_to(self.param(name, init, shape), (num_branches,) + shape)
+    return out_kernel, ffn
 
-    # Branch-major with batch and positions flattened, [M, b * q, depth]: XLA then runs every
-    # branch einsum as a plain batched matmul without a transpose around it (bench-small on
-    # CPU: the block's forward + backward fell from 1.3x to 1.03x a Transformer layer's).
-    batch, length = heads.shape[:2]
-    heads = jnp.transpose(heads, (2, 0, 1, 3)).reshape(num_branches, batch * length, head_dim)
-    if self.fold_output:
-      # (head_i kappa_i W^{O_i}) W1_i = head_i (kappa_i W^{O_i} W1_i): one [depth, F] kernel.
-      folded = jnp.einsum("hdm,hmf->hdf", out_kernel, hidden_kernel)
-      hidden = jnp.einsum("hnd,hdf->hnf", heads, folded.astype(self.dtype))
-    else:
-      branches = jnp.einsum("hnd,hdm->hnm", heads, out_kernel.astype(self.dtype))
-      hidden = jnp.einsum("hnm,hmf->hnf", branches, hidden_kernel.astype(self.dtype))
-    hidden = nn.relu(hidden + hidden_bias[:, None, :].astype(self.dtype))    # [M, b * q, F]
-    hidden = nn.Dropout(self.relu_dropout_rate)(hidden, deterministic=deterministic)
-    # alpha folded into W2: sum_i alpha_i (h_i W2_i) = sum_i h_i (alpha_i W2_i), one contraction.
-    output_kernel = output_kernel * alpha[:, None, None]
-    output = jnp.einsum("hnf,hfm->nm", hidden, output_kernel.astype(self.dtype))
-    return output.reshape(batch, length, self.d_model) + output_bias.astype(self.dtype)
+  def _relu_dropout(self, hidden, ffn, deterministic):
+    """max(0, hidden + b1_i) and dropout, hidden `[M, n, F]`."""
+    hidden = nn.relu(hidden + ffn["hidden_bias"][:, None, :].astype(self.dtype))
+    return nn.Dropout(self.relu_dropout_rate)(hidden, deterministic=deterministic)
+
+  def _ffn(self, inputs, ffn, deterministic):
+    """FFN_i(inputs_i) for every branch at once: inputs `[M, n, model]` -> `[M, n, model]`."""
+    hidden = jnp.einsum("hnm,hmf->hnf", inputs, ffn["hidden_kernel"].astype(self.dtype))
+    hidden = self._relu_dropout(hidden, ffn, deterministic)
+    output = jnp.einsum("hnf,hfm->hnm", hidden, ffn["output_kernel"].astype(self.dtype))
+    return output + ffn["output_bias"][:, None, :].astype(self.dtype)
+
+  def _branch_sublayer(self, x, sublayer, name, deterministic):
+    """Per-branch LN_i(x_i + Dropout(f(x_i))) (post) or x_i + Dropout(f(LN_i(x_i))) (pre) on
+    `[M, n, model]`, with one LayerNorm per branch."""
+    norm = BranchLayerNorm(self.num_branches, self.layer_norm_epsilon, self.dtype, name=name)
+    drop = lambda y: nn.Dropout(self.residual_dropout_rate)(y, deterministic=deterministic)
+    if self.norm == "pre":
+      return x + drop(sublayer(norm(x)))
+    return norm(x + drop(sublayer(x)))
+
+
+class BranchLayerNorm(nn.Module):
+  """M LayerNorms over the last axis of `[M, n, features]`, one scale and bias per branch;
+  statistics in float32."""
+  num_branches: int
+  epsilon: float = 1e-6
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (self.num_branches, features))
+    bias = self.param("bias", nn.initializers.zeros, (self.num_branches, features))
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    normalised = (x32 - mean) * jax.lax.rsqrt(variance + self.epsilon)
+    return (normalised * scale[:, None, :] + bias[:, None, :]).astype(self.dtype)

@@ -47,10 +47,9 @@ def project_onto_simplex(values: jax.Array) -> jax.Array:
   argmin_w ||w - v||_2 subject to w >= 0, sum(w) = 1; the solution is max(v - theta, 0) for the
   threshold theta found from the sorted values (Held et al. 1974; Duchi et al. 2008).
   """
-  size = values.shape[-1]
   ordered = -jnp.sort(-values, axis=-1)
   excess = jnp.cumsum(ordered, axis=-1) - 1.0
-  ranks = jnp.arange(1, size + 1, dtype=values.dtype)
+  ranks = jax.lax.broadcasted_iota(values.dtype, values.shape, values.ndim - 1) + 1.0
   support = jnp.sum(ordered - excess / ranks > 0, axis=-1, keepdims=True)
   theta = jnp.take_along_axis(excess, support - 1, axis=-1) / support.astype(values.dtype)
   return jnp.maximum(values - theta, 0.0)
@@ -69,7 +68,7 @@ def simplex_projection() -> optax.GradientTransformation:
 
 
 class FreezeState(NamedTuple):
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
 
 
 def freeze_from(step: int) -> optax.GradientTransformation:

@@ -2,54 +2,61 @@
 
 A per-device function `step(state, batch) -> (state, metrics)` sees its shard of the batch
 and combines gradients and metrics over the mesh axis `AXIS` with explicit collectives
-(`lax.pmean`, `lax.psum`). The wrappers only decide how it is mapped onto devices:
+(`lax.pmean`, `lax.psum`). A `DataParallel` (`data_parallel(wrapper)`) decides how it is mapped
+onto devices, behind one interface (wrap, init_state, abstract_state, place_state,
+device_batch, unreplicate):
 
-  shard_map_step  jax.jit(jax.shard_map(step)): state replicated, batch split on its first
-                  axis over every device of every process (the default);
-  pmap_step       jax.pmap(step): the legacy wrapper of the same function; the state carries a
-                  leading device axis (flax.jax_utils.replicate / unreplicate).
+  "shard_map"  ShardMapParallel: jax.jit(jax.shard_map(step)); the state is replicated by its
+               sharding, a batch is one global array split on its first axis over every
+               device of every process (the default);
+  "pmap"       PmapParallel: jax.pmap(step), the legacy wrapper of the same function; the state
+               and the outputs carry a leading axis of local devices.
 
-Multi-process runs start with `initialize_distributed` and build global batches from each
-process's rows with `jax.make_array_from_process_local_data`.
+Multi-process runs start with wt/distributed.py's `initialize` (its settings:
+`DistributedConfig`, `config.distributed`) and build global batches from each process's rows
+with `jax.make_array_from_process_local_data`.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Callable, Mapping, Optional
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
 
+import flax.jax_utils
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from wt import config_checks as checks
+
 AXIS = "batch"
-WRAPPERS = ("shard_map", "pmap")
 
 
-def initialize_distributed(coordinator_address: Optional[str] = None,
-                           num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None) -> None:
-  """Joins a multi-process run when a coordinator is given (argument or environment).
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig(checks.Section, section="distributed"):
+  """`config.distributed`: how a multi-process run starts. The defaults are one process (or
+  what the environment's WT_COORDINATOR_ADDRESS, WT_NUM_PROCESSES, WT_PROCESS_ID say)."""
+  coordinator_address: str = ""   # e.g. "10.0.0.1:1234"; empty: single process
+  num_processes: int = -1         # -1: from the environment
+  process_id: int = -1            # -1: from the environment
+  auto: bool = True               # no coordinator: join a SLURM / TPU / Kubernetes job that
+                                  # jax.distributed.initialize() detects (wt/distributed.py)
 
-  Environment fallbacks: WT_COORDINATOR_ADDRESS, WT_NUM_PROCESSES, WT_PROCESS_ID. Without a
-  coordinator this is a single-process run (or a managed cluster that JAX detects itself).
-  """
-  coordinator_address = coordinator_address or os.environ.get("WT_COORDINATOR_ADDRESS")
-  if not coordinator_address:
-    return
-  env_int = lambda name: int(os.environ[name]) if name in os.environ else None
-  num_processes = num_processes if num_processes is not None else env_int("WT_NUM_PROCESSES")
-  process_id = process_id if process_id is not None else env_int("WT_PROCESS_ID")
-  if num_processes is None or process_id is None:
-    raise ValueError(f"distributed run with coordinator {coordinator_address} needs "
-                     f"num_processes and process_id (config.distributed or WT_NUM_PROCESSES / "
-                     f"WT_PROCESS_ID)")
-  if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  logging.info("joining distributed run: coordinator %s, process %d of %d",
-               coordinator_address, process_id, num_processes)
-  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  def __post_init__(self):
+    checks.check_types(self)
+    if self.num_processes == 0 or self.num_processes < -1:
+      raise checks.fail(self, "num_processes", "must be a positive integer (or -1: from "
+                                               "WT_NUM_PROCESSES)")
+    if self.process_id < -1 or 0 < self.num_processes <= self.process_id:
+      raise checks.fail(self, "process_id", f"must be in [0, num_processes="
+                                            f"{self.num_processes}) (or -1: from WT_PROCESS_ID)")
+
+
+def initialize_distributed(dist=None) -> str:
+  """Joins a multi-process run (explicit coordinator, or a managed cluster JAX detects):
+  moved to wt/distributed.py's `initialize`, which this calls."""
+  from wt import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.initialize(dist)
 
 
 def make_mesh(devices: Optional[list] = None) -> Mesh:
@@ -66,26 +73,100 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(AXIS))
 
 
-def shard_map_step(step: Callable, mesh: Mesh, *, donate: bool = True) -> Callable:
-  """jit(shard_map(step)): (replicated state, batch sharded on axis 0) -> replicated outputs."""
-  mapped = jax.shard_map(step, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
-                         out_specs=PartitionSpec(), check_vma=False)
-  return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+class DataParallel:
+  """How a per-device step runs on every device; `data_parallel(wrapper)` builds one.
+
+  The state is built once, replicated over the mesh (`init_state`, or a checkpoint restored
+  onto `abstract_state`), then put in the wrapper's layout (`place_state`); a step wrapped by
+  `wrap` takes that state and `device_batch(rows of this process)`, and its outputs become one
+  logical copy with `unreplicate`.
+  """
+
+  def __init__(self, devices: Optional[list] = None):
+    self.mesh = make_mesh(devices)
+
+  def init_state(self, init: Callable[[], Any]):
+    """`init()` computed under jit, replicated over the mesh, in the wrapper's layout."""
+    return self.place_state(jax.jit(init, out_shardings=replicated(self.mesh))())
+
+  def abstract_state(self, init: Callable[[], Any]):
+    """Shapes, dtypes and the replicated sharding of `init()`: a checkpoint's restore target
+    (the restored state then goes through `place_state`)."""
+    sharding = replicated(self.mesh)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        jax.eval_shape(init))
+
+  def wrap(self, step: Callable, *, donate: bool = True) -> Callable:
+    """`step(state, batch)` mapped over the devices; `donate`: the state's buffers are reused
+    for the new state."""
+    raise NotImplementedError
+
+  def place_state(self, state):
+    """A state replicated over the mesh -> the layout the wrapped steps take."""
+    raise NotImplementedError
+
+  def device_batch(self, local_batch: Mapping[str, np.ndarray]) -> dict:
+    """This process's rows -> the batch layout the wrapped steps take."""
+    raise NotImplementedError
+
+  def unreplicate(self, tree):
+    """A placed state or a wrapped step's outputs -> one logical copy."""
+    raise NotImplementedError
 
 
-def pmap_step(step: Callable, *, donate: bool = True) -> Callable:
-  """pmap(step) over the local devices; state and outputs carry a leading device axis."""
-  return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,) if donate else ())
+class ShardMapParallel(DataParallel):
+  """jit(shard_map(step)): replicated state, batch sharded on axis 0 over the whole mesh."""
+
+  def wrap(self, step: Callable, *, donate: bool = True) -> Callable:
+    mapped = jax.shard_map(step, mesh=self.mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+                           out_specs=PartitionSpec(), check_vma=False)
+    return jax.jit(mapped, donate_argnums=(0,) if donate else ())
+
+  def place_state(self, state):
+    return state
+
+  def device_batch(self, local_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Global arrays, sharded over the mesh's batch axis, from this process's rows."""
+    sharding = batch_sharded(self.mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in local_batch.items()}
+
+  def unreplicate(self, tree):
+    return tree
 
 
-def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Global arrays, sharded over the mesh's batch axis, from this process's rows."""
-  sharding = batch_sharded(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in local_batch.items()}
+class PmapParallel(DataParallel):
+  """pmap(step) over the local devices: state and outputs carry a leading device axis."""
+
+  def __init__(self, devices: Optional[list] = None):
+    if devices is not None:
+      raise ValueError("the pmap wrapper maps over every local device; pass devices only to "
+                       "the shard_map wrapper")
+    super().__init__()
+
+  def wrap(self, step: Callable, *, donate: bool = True) -> Callable:
+    return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,) if donate else ())
+
+  def place_state(self, state):
+    return flax.jax_utils.replicate(state)
+
+  def device_batch(self, local_batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rows `[n * b, ...]` -> `[n, b, ...]` for the n local devices."""
+    n = jax.local_device_count()
+    return {k: np.asarray(v).reshape((n, -1) + np.shape(v)[1:]) for k, v in local_batch.items()}
+
+  def unreplicate(self, tree):
+    return flax.jax_utils.unreplicate(tree)
 
 
-def device_split(local_batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Rows `[n * b, ...]` -> `[n, b, ...]` for the n local devices (the pmap layout)."""
-  n = jax.local_device_count()
-  return {k: np.asarray(v).reshape((n, -1) + np.shape(v)[1:]) for k, v in local_batch.items()}
+_WRAPPERS = {"shard_map": ShardMapParallel, "pmap": PmapParallel}
+WRAPPERS = tuple(_WRAPPERS)
+
+
+def data_parallel(wrapper: str = "shard_map", devices: Optional[list] = None) -> DataParallel:
+  """The DataParallel of a wrapper name (config.train.wrapper), over `devices` (default:
+  every device of every process)."""
+  if wrapper not in _WRAPPERS:
+    raise ValueError(f"wrapper={wrapper!r} is not a data-parallel wrapper; use one of "
+                     f"{WRAPPERS}")
+  return _WRAPPERS[wrapper](devices)

@@ -3,7 +3,10 @@
 Sections:
   1. TrainState and the pure steps: `train_step(state, batch) -> (state, metrics)` and
      `eval_step(params, batch) -> metrics`, written for one device's shard with explicit
-     `lax.pmean`/`lax.psum` over `parallel.AXIS`; metrics are (sum, count) pairs.
+     `lax.pmean`/`lax.psum` over `parallel.AXIS`; metrics are (sum, count) pairs. Every user
+     (the Trainer, experiments.bench, experiments.data_stats, the tests) builds the state with
+     `create_train_state` and the compiled step with `compile_train_step`, for either wrapper
+     (`parallel.data_parallel`).
   2. `Trainer`: one run in a workdir. It builds data, model, optimizer and the wrapped steps
      (shard_map under jit, or pmap), restores the latest good checkpoint, compiles every batch
      shape ahead of time, and trains in `train_until(step)` calls (so that a comparison can
@@ -16,6 +19,7 @@ pure functions of their inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -24,17 +28,16 @@ import time
 from typing import Any, Optional
 
 import flax
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 from absl import logging
 
-from wt import checkpoint, metrics, models, optim, parallel
+from wt import checkpoint, metrics, models, optim, parallel, progress
 from wt.modules import branch_weight_values
+from wt.train_config import CONFIG_SECTIONS
 
 # ------------------------------------------------------------------------------------------
 # 1. State and pure steps.
@@ -94,6 +97,32 @@ def eval_step(params, batch: dict, *, model: models.Transformer, label_smoothing
                       parallel.AXIS)
 
 
+def init_train_state(model_config: models.ModelConfig, optimizer: optax.GradientTransformation,
+                     seed: int) -> TrainState:
+  """A new run's state: parameters from PRNGKey(seed), dropout from PRNGKey(seed + 1)."""
+  params = models.init_params(model_config, jax.random.PRNGKey(seed))
+  return TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                    opt_state=optimizer.init(params), rng=jax.random.PRNGKey(seed + 1))
+
+
+def create_train_state(model_config: models.ModelConfig, optimizer: optax.GradientTransformation,
+                       seed: int, data_parallel: parallel.DataParallel) -> TrainState:
+  """A new run's state, built under jit and placed as `data_parallel`'s wrapped steps take it."""
+  return data_parallel.init_state(
+      functools.partial(init_train_state, model_config, optimizer, seed))
+
+
+def compile_train_step(model: models.Transformer, optimizer: optax.GradientTransformation,
+                       label_smoothing: float, data_parallel: parallel.DataParallel, state,
+                       device_batch: dict):
+  """`train_step` wrapped by `data_parallel` (state donated) and compiled ahead of time for
+  `device_batch`'s shapes: `compiled(state, device_batch) -> (state, metrics)`, whose metrics
+  become one copy with `data_parallel.unreplicate`."""
+  step = functools.partial(train_step, model=model, optimizer=optimizer,
+                           label_smoothing=label_smoothing)
+  return data_parallel.wrap(step).lower(state, device_batch).compile()
+
+
 # ------------------------------------------------------------------------------------------
 # 2. One run in a workdir.
 
@@ -115,17 +144,47 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
+def fields_added_at_default(saved: dict, current: dict, defaults: dict) -> list[str]:
+  """The flattened fields that `current` has and the `saved` config lacks (a newer version of
+  the code added them) whose current value is their default in `defaults`: a run saved before
+  the field existed trained with that default, so it may resume."""
+  return sorted(k for k in current.keys() - saved.keys()
+                if k in defaults and current[k] == defaults[k])
+
+
+def _section_defaults() -> dict:
+  """Every run section's field defaults (its dataclass in `CONFIG_SECTIONS`),
+  flattened and JSON-typed as in config.json."""
+  return {f"{name}.{field.name}": json.loads(json.dumps(field.default))
+          for name in _RUN_SECTIONS
+          for field in dataclasses.fields(CONFIG_SECTIONS[name])}
+
+
 def _check_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> None:
-  """Saves the config; refuses a workdir that holds a run of a different model, data or
-  training config (unless `overwrite`, which deletes that run)."""
+  """Saves the config (atomically); refuses a workdir that holds a run of a different model,
+  data or training config (unless `overwrite`, which deletes that run), or whose config.json
+  is unreadable. Fields that the saved config lacks are accepted at their default."""
   path = os.path.join(workdir, CONFIG_FILE)
   current = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
-    old = _flatten({k: saved.get(k) for k in _RUN_SECTIONS})
+    try:
+      saved = checkpoint.read_json(path, fix=(
+          f"restore it from a copy, delete it to resume {workdir}'s checkpoints with the "
+          f"config given now, or pass --overwrite to delete that run and start again"))
+      old = _flatten({k: saved.get(k) for k in _RUN_SECTIONS})
+    except checkpoint.RunStateError:
+      if not overwrite:
+        raise
+      old = None
     new = _flatten({k: current.get(k) for k in _RUN_SECTIONS})
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if old is not None and new.keys() - old.keys():
+      added = fields_added_at_default(old, new, _section_defaults())
+      if added:
+        logging.info("%s predates the fields %s; resuming with their defaults", path,
+                     ", ".join(f"{k}={new[k]!r}" for k in added))
+        old.update({k: new[k] for k in added})
+    changed = (["config.json"] if old is None else
+               sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)))
     if changed and not overwrite:
       raise ValueError(f"workdir {workdir} holds a run of a different config (differs in "
                        f"{', '.join(changed[:8])}); use another --workdir, or pass "
@@ -135,41 +194,15 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: b
       shutil.rmtree(workdir)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(current, f, indent=2, sort_keys=True)
-
-
-_POSITIVE_TRAIN_FIELDS = ("num_steps", "warmup_steps", "branch_warmup_steps", "log_every",
-                          "eval_every", "checkpoint_every", "keep_checkpoints")
+    checkpoint.write_json_atomically(path, current)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Refuses a config that cannot work, naming the field, the value and the fix, before any
-  data is loaded or anything compiled."""
-  from wt import data as data_lib  # pylint: disable=g-import-not-at-top
-  data_lib.validate_data_config(config.data)
-  model_config_from(config, config.model.vocab_size)   # ModelConfig validates itself
-  train_config = config.train
-  for field in _POSITIVE_TRAIN_FIELDS:
-    value = train_config[field]
-    if not isinstance(value, int) or value <= 0:
-      raise models.ConfigError(f"train.{field}={value!r} must be a positive integer")
-  choices = {"wrapper": parallel.WRAPPERS, "branch_schedule": optim.BRANCH_SCHEDULES}
-  for field, valid in choices.items():
-    if train_config[field] not in valid:
-      raise models.ConfigError(f"train.{field}={train_config[field]!r} is not a valid choice; "
-                               f"use one of {', '.join(map(repr, valid))}")
-  if not 0.0 <= train_config.label_smoothing < 1.0:
-    raise models.ConfigError(f"train.label_smoothing={train_config.label_smoothing!r} must be "
-                             f"in [0, 1)")
-  if train_config.learning_rate_scale <= 0:
-    raise models.ConfigError(f"train.learning_rate_scale={train_config.learning_rate_scale!r} "
-                             f"must be positive")
-  if optim.branch_freeze_steps(train_config) >= train_config.num_steps:
-    raise models.ConfigError(f"train.branch_freeze_steps={train_config.branch_freeze_steps} "
-                             f"freezes kappa/alpha for the whole run of train.num_steps="
-                             f"{train_config.num_steps}; use fewer (or -1 for the paper's "
-                             f"1/6, 0 for never)")
+  """Refuses a config that cannot work, before any data is loaded or anything compiled: builds
+  every section of `train_config.CONFIG_SECTIONS` as its dataclass, which refuses unknown
+  fields and bad values with a ConfigError naming the field, the value and the fix."""
+  for section, section_class in CONFIG_SECTIONS.items():
+    section_class.from_mapping(config[section])
 
 
 def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> models.ModelConfig:
@@ -191,7 +224,7 @@ class Trainer:
     validate_config(config)
     _check_workdir(config, workdir, overwrite)
     self.is_chief = jax.process_index() == 0
-    self.mesh = parallel.make_mesh()
+    self.parallel = parallel.data_parallel(train_config.wrapper)
     self.data = data_lib.load_translation_data(
         config.data, row_multiple=jax.local_device_count(), process_index=jax.process_index(),
         process_count=jax.process_count())
@@ -201,73 +234,52 @@ class Trainer:
     self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                                 keep=train_config.keep_checkpoints)
     self.writer = metrics.MetricWriter(workdir, enabled=self.is_chief)
-    self.pmap = train_config.wrapper == "pmap"
-    self._build_steps()
+    self._eval_step = self.parallel.wrap(functools.partial(
+        eval_step, model=self.model, label_smoothing=train_config.label_smoothing), donate=False)
     self._restore_or_init()
     self.batches = self.data.train_batches(train_config.seed, start=self.data_position)
     self.compile_seconds = self._compile_all_shapes()
     show = self.is_chief if show_progress is None else show_progress
-    self.progress = tqdm.tqdm(total=train_config.num_steps, initial=self.step, disable=not show,
-                              desc=os.path.basename(os.path.normpath(workdir)), unit="step",
-                              dynamic_ncols=True, position=progress_position)
+    # A bar on a terminal, a plain line every $WT_PROGRESS_SECONDS (30) s in a log file.
+    self.progress = progress.Progress(train_config.num_steps, initial=self.step, enabled=show,
+                                      desc=os.path.basename(os.path.normpath(workdir)),
+                                      unit="step", position=progress_position)
 
   # -- construction --------------------------------------------------------------------------
 
-  def _build_steps(self):
-    smoothing = self.config.train.label_smoothing
-    train = functools.partial(train_step, model=self.model, optimizer=self.optimizer,
-                              label_smoothing=smoothing)
-    evaluate = functools.partial(eval_step, model=self.model, label_smoothing=smoothing)
-    if self.pmap:
-      self._train_step, self._eval_step = parallel.pmap_step(train), parallel.pmap_step(
-          evaluate, donate=False)
-    else:
-      self._train_step = parallel.shard_map_step(train, self.mesh)
-      self._eval_step = parallel.shard_map_step(evaluate, self.mesh, donate=False)
-
-  def _init_state(self, rng) -> TrainState:
-    params = models.init_params(self.model_config, rng)
-    return TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                      opt_state=self.optimizer.init(params),
-                      rng=jax.random.PRNGKey(self.config.train.seed + 1))
-
   def _restore_or_init(self):
-    rng = jax.random.PRNGKey(self.config.train.seed)
-    sharding = parallel.replicated(self.mesh)
-    abstract = jax.eval_shape(self._init_state, rng)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                            abstract)
-    restored = self.checkpointer.restore(abstract)
+    seed = self.config.train.seed
+    abstract = self.parallel.abstract_state(
+        functools.partial(init_train_state, self.model_config, self.optimizer, seed))
+    restored = self.checkpointer.restore(abstract, move_aside=True)
     if restored is None:
-      state = jax.jit(self._init_state, out_shardings=sharding)(rng)
+      self.state = create_train_state(self.model_config, self.optimizer, seed, self.parallel)
       self.data_position, self.train_seconds, self.train_tokens = 0, 0.0, 0
       logging.info("initialised a new run in %s", self.workdir)
     else:
       state, meta, step = restored
+      self.state = self.parallel.place_state(state)
       self.data_position, self.train_seconds = int(meta["data_position"]), meta["train_seconds"]
       self.train_tokens = int(meta["train_tokens"])
       logging.info("resumed %s from checkpoint %d", self.workdir, step)
-    self.num_params = models.count_params(state.params)
-    self.state = flax.jax_utils.replicate(state) if self.pmap else state
-    self.step = int(jax.device_get(state.step))
+    logical = self._logical_state()
+    self.num_params = models.count_params(logical.params)
+    self.step = int(jax.device_get(logical.step))
 
   def _device_batch(self, batch: dict) -> dict:
-    arrays = {k: batch[k] for k in ("inputs", "targets")}
-    return parallel.device_split(arrays) if self.pmap else parallel.global_batch(arrays,
-                                                                                 self.mesh)
+    return self.parallel.device_batch({k: batch[k] for k in ("inputs", "targets")})
 
   def _compile_all_shapes(self) -> float:
     """Compiles the train step for every training batch shape before the clock starts."""
-    if self.pmap:
-      return 0.0  # pmap compiles on first use; its first steps include the compile time
     start = time.perf_counter()
     self._compiled = {}
     for rows, source_len, target_len in self.data.batch_shapes:
       local_rows = rows // jax.process_count()
       fake = {"inputs": np.zeros((local_rows, source_len), np.int32),
               "targets": np.zeros((local_rows, target_len), np.int32)}
-      self._compiled[(source_len, target_len)] = self._train_step.lower(
-          self.state, self._device_batch(fake)).compile()
+      self._compiled[(source_len, target_len)] = compile_train_step(
+          self.model, self.optimizer, self.config.train.label_smoothing, self.parallel,
+          self.state, self._device_batch(fake))
     seconds = time.perf_counter() - start
     logging.info("compiled %d training shapes in %.1f s", len(self._compiled), seconds)
     return seconds
@@ -275,14 +287,12 @@ class Trainer:
   # -- training ------------------------------------------------------------------------------
 
   def _run_step(self, device_batch):
-    if self.pmap:
-      state, step_metrics = self._train_step(self.state, device_batch)
-      return state, flax.jax_utils.unreplicate(step_metrics)
-    shape = (device_batch["inputs"].shape[1], device_batch["targets"].shape[1])
-    return self._compiled[shape](self.state, device_batch)
+    shape = (device_batch["inputs"].shape[-1], device_batch["targets"].shape[-1])
+    state, step_metrics = self._compiled[shape](self.state, device_batch)
+    return state, self.parallel.unreplicate(step_metrics)
 
   def _logical_state(self) -> TrainState:
-    return flax.jax_utils.unreplicate(self.state) if self.pmap else self.state
+    return self.parallel.unreplicate(self.state)
 
   def params(self):
     """The current parameters (one logical copy, whatever the wrapper)."""
@@ -350,8 +360,8 @@ class Trainer:
       for i, value in enumerate(np.asarray(values)):
         scalars[f"branch/{name}/{i}"] = float(value)
     self.writer.write(self.step, scalars)
-    self.progress.set_postfix(loss=f"{scalars['train/loss']:.3f}",
-                              tok_s=f"{scalars['train/tokens_per_second']:.0f}", refresh=False)
+    self.progress.set_metrics(loss=scalars["train/loss"],
+                              tokens_per_second=scalars["train/tokens_per_second"])
 
   def evaluate(self, split: Optional[str] = None) -> dict[str, float]:
     """Validation loss, NLL, perplexity and accuracy over a whole split; logged."""
@@ -361,9 +371,7 @@ class Trainer:
     summed = {}
     for batch in self.data.eval_batches(split):
       summed = metrics.add(summed, self._eval_step(params, self._device_batch(batch)))
-    summed = jax.device_get(summed)
-    if self.pmap:
-      summed = flax.jax_utils.unreplicate(summed)
+    summed = self.parallel.unreplicate(jax.device_get(summed))
     results = metrics.means(summed)
     scalars = {f"eval/{k}": v for k, v in results.items()}
     scalars["eval/train_seconds"] = self.train_seconds
@@ -395,8 +403,9 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training workdir "
                             f"(train one with python -m experiments.run --workdir {workdir})")
-  with open(path, encoding="utf-8") as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(checkpoint.read_json(path, fix=(
+      f"restore it from a copy, or delete it and rerun python -m experiments.run with the "
+      f"run's config and --workdir {workdir}, which writes it again and resumes the run")))
 
 
 def restore_params(workdir: str, average_last: int = 1):

@@ -1,65 +1,113 @@
-"""The full experiment config with every field and its default (the papers' settings).
+"""The full experiment config: every section with every field at its default.
 
 Config files in this folder start from `get_base_config()` and change what their experiment
 needs; any field can be overridden on the command line, e.g. `--config.model.num_branches=4`.
+Each section's fields, defaults and checks have one home, the dataclass beside its consumer:
 
-  model        wt.models.ModelConfig fields (vocab_size follows data.vocab_size)
-  data         wt.data config: dataset, vocabulary, token budget, buckets
-  train        optimisation, parallelism, checkpoints, logging
-  decode       beam search and checkpoint averaging for BLEU
-  compare      the two models and the seeds of `experiments.compare`
-  distributed  multi-process start (empty: single process, or set by the environment)
+  model        wt/models.py ModelConfig (vocab_size follows data.vocab_size)
+  data         wt/data/config.py DataConfig: dataset, vocabulary, token budget, buckets
+  train        wt/train_config.py TrainConfig: optimisation, parallelism, checkpoints, logging
+  decode       wt/decode_config.py DecodeConfig: beam search and checkpoint averaging for BLEU
+  compare      CompareConfig below: the two models and the seeds of `experiments.compare`
+  distributed  wt/parallel.py DistributedConfig: multi-process start (empty: single process,
+               or set by the environment)
+
+`validate(config)` builds every section (experiments.common.start calls it before anything
+loads); an unknown name on the command line (`--config.model.num_head=4`) fails while the
+flags are parsed, in one line that names the closest valid field.
 """
 
 import dataclasses
 
 import ml_collections
+from absl import flags
 
-from wt.data import default_data_config
-from wt.models import ModelConfig
+from wt import config_checks as checks
+from wt.data.config import DATASET_SPLITS
+from wt.models import ATTENTIONS
+from wt.train_config import CONFIG_SECTIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareConfig(checks.Section, section="compare"):
+  """`config.compare`: what `experiments.compare` runs (and the seeds of `experiments.ablate`).
+
+  models: ModelConfig.attention of each compared model. seeds: one run per model and seed.
+  interleave: alternate the runs in one process every `interleave_steps` steps, so that a
+  machine that slows down slows every model alike. splits: decoded and scored after training
+  (the first is the report's headline). notes: shown under the report's table.
+  """
+  models: tuple[str, ...] = ATTENTIONS
+  seeds: tuple[int, ...] = (0,)
+  interleave: bool = True
+  interleave_steps: int = 100
+  splits: tuple[str, ...] = ("test",)
+  notes: str = ""
+
+  def __post_init__(self):
+    checks.check_types(self)
+    checks.each_one_of(self, "models", ATTENTIONS)
+    checks.positive_int(self, "interleave_steps")
+
+
+SECTIONS = {**CONFIG_SECTIONS, "compare": CompareConfig}
+
+
+class UnknownFieldError(flags.Error, checks.ConfigError, KeyError):
+  """An unknown name in an experiment config. A flags.Error, so that absl reports a mistyped
+  `--config.<section>.<field>` as one line; a KeyError, as ConfigDict lookups raise."""
+  __str__ = Exception.__str__   # KeyError's would quote the message
+
+
+class ExperimentConfig(ml_collections.ConfigDict):
+  """The ConfigDict of the experiment config and of each of its sections: looking up an
+  unknown name raises UnknownFieldError with the closest valid one (the flag parser looks up
+  every `--config.*` name before it sets it)."""
+
+  @classmethod
+  def of_section(cls, section_class: type[checks.Section]) -> "ExperimentConfig":
+    section = cls(checks.default_values(section_class))
+    object.__setattr__(section, "_section_class", section_class)
+    return section
+
+  def __getitem__(self, key):
+    try:
+      return super().__getitem__(key)
+    except UnknownFieldError:
+      raise
+    except KeyError:
+      raise self._unknown(key) from None
+
+  def get_type(self, key):
+    if key not in self:
+      raise self._unknown(key)
+    return super().get_type(key)
+
+  def _unknown(self, key) -> UnknownFieldError:
+    section_class = self.__dict__.get("_section_class")
+    if section_class is None:
+      return UnknownFieldError(checks.unknown_fields_message(
+          "", [key], self.keys(), where="SECTIONS in experiments/configs/base.py"))
+    return UnknownFieldError(checks.unknown_fields_message(
+        section_class.SECTION, [key], self.keys(), where=section_class))
 
 
 def get_base_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.data = default_data_config()
-  model = dataclasses.asdict(ModelConfig())
-  model["attention_implementation"] = ml_collections.config_dict.placeholder(str)
-  config.model = ml_collections.ConfigDict(model)
+  config = ExperimentConfig()
+  for name, section_class in SECTIONS.items():
+    config[name] = ExperimentConfig.of_section(section_class)
   config.model.vocab_size = config.data.get_ref("vocab_size")
-
-  config.train = ml_collections.ConfigDict(dict(
-      seed=0,
-      num_steps=100_000,
-      warmup_steps=4000,
-      learning_rate_scale=1.0,       # multiplies both schedules
-      adam_b1=0.9, adam_b2=0.98, adam_eps=1e-9,
-      label_smoothing=0.1,
-      branch_schedule="own",         # kappa/alpha: "own" (Ahmed et al.) or "shared"
-      branch_warmup_steps=400,
-      branch_freeze_steps=-1,        # -1: the paper's last 10K of 60K, scaled; 0: never
-      wrapper="shard_map",           # "shard_map" (jit) or "pmap" (legacy)
-      log_every=100,
-      eval_every=1000,
-      checkpoint_every=1000,
-      keep_checkpoints=5,
-  ))
-  config.decode = ml_collections.ConfigDict(dict(
-      beam_size=4,
-      length_penalty=0.6,
-      max_extra_len=50,              # decode up to input length + 50
-      average_last=1,                # average the last n checkpoints (Vaswani: 5 base, 20 big)
-  ))
-  config.compare = ml_collections.ConfigDict(dict(
-      models=("multihead", "weighted"),
-      seeds=(0,),
-      interleave=True,               # alternate the runs in one process (fair wall-clock)
-      interleave_steps=100,
-      splits=("test",),
-      notes="",                      # shown under the report's table
-  ))
-  config.distributed = ml_collections.ConfigDict(dict(
-      coordinator_address="",        # e.g. "10.0.0.1:1234"; empty: single process
-      num_processes=-1,
-      process_id=-1,
-  ))
   return config
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Builds every section of an experiment config as its dataclass: a ConfigError names the
+  first unknown section or field (with the closest valid name) or bad value, and the fix."""
+  unknown = sorted(set(config.keys()) - set(SECTIONS))
+  if unknown:
+    raise checks.ConfigError(checks.unknown_fields_message(
+        "", unknown, SECTIONS, where="SECTIONS in experiments/configs/base.py"))
+  sections = {name: section_class.from_mapping(config[name])
+              for name, section_class in SECTIONS.items()}
+  compare, data = sections["compare"], sections["data"]
+  checks.each_one_of(compare, "splits", DATASET_SPLITS[data.dataset])

@@ -44,4 +44,6 @@ def get_config(variant: str = "quick"):
   for field in ("log_every", "eval_every", "checkpoint_every"):
     config.train[field] = preset[field]
   config.compare.seeds = preset["seeds"]
+  # Every Multi30k test set; test2018 flickr is the one nothing here is tuned on.
+  config.compare.splits = ("test", "test2017_flickr", "test2017_mscoco", "test2018_flickr")
   return config

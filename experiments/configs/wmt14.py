@@ -1,7 +1,15 @@
-"""WMT14 EN-DE at paper scale (tensorflow-datasets wmt14_translate/de-en; needs accelerators).
+"""WMT14 EN-DE at paper scale (needs accelerators; docs/scaling.md has the launch recipes).
 
     python -m experiments.run --config experiments/configs/wmt14.py:transformer_base ...
     python -m experiments.compare --config experiments/configs/wmt14.py:base
+
+Data: tensorflow-datasets wmt14_translate/de-en, or a local copy in plain-text files with
+--config.data.data_dir=DIR holding {train,validation,test}.{en,de} (wt/data/wmt14.py).
+Accelerator defaults: bfloat16 compute on GPU/TPU (float32 on CPU; parameters and optimizer
+state float32 everywhere), cuDNN fused attention on GPUs where it applies (XLA elsewhere),
+bucket lengths in multiples of 8 (TPU tiles, cuDNN's even lengths). The batch is the papers'
+25k token slots per side in all, whatever the device count; --config.data.tokens_per_device=N
+makes it N per device instead (docs/scaling.md: how the batch scales).
 
 Variants (the argument after the colon):
   transformer_base, transformer_big   Vaswani et al. Table 3 (100K / 300K steps)
@@ -40,7 +48,10 @@ def get_config(variant: str = "base"):
   config.data.max_length = 256
   config.data.num_buckets = 16
   config.data.eval_batch_size = 256
+  config.data.length_quantum = 8        # TPU tiles; cuDNN attention needs even lengths
   config.model.max_len = 512
+  config.model.dtype = "auto"           # bfloat16 on GPU/TPU, float32 on CPU
+  config.model.attention_implementation = "auto"   # cuDNN on GPU where it applies, else XLA
   if variant in TABLE2_LAYERS:
     size, attention, steps, average = "small", "weighted", 60_000, 1
     config.model.update(SIZES["small"])
@@ -54,5 +65,7 @@ def get_config(variant: str = "base"):
   config.model.attention = attention
   config.train.num_steps = steps
   config.decode.average_last = average
+  # Averaging the last N checkpoints needs N of them kept (Vaswani: 20 for big).
+  config.train.keep_checkpoints = max(config.train.keep_checkpoints, average)
   config.compare.seeds = (0,)
   return config

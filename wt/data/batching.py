@@ -194,10 +194,11 @@ class TrainPlan:
       pool = len(members) + incoming[bucket]
       self.batches_per_bucket.append(pool // rows_here)
       leftover = pool % rows_here
-      if self._spill_targets[bucket] is None:
+      target = self._spill_targets[bucket]
+      if target is None:
         self.dropped_per_epoch += leftover
       else:
-        incoming[self._spill_targets[bucket]] += leftover
+        incoming[target] += leftover
     self.batches_per_epoch = sum(self.batches_per_bucket)
 
   def epoch(self, seed: int, epoch: int) -> list[tuple[int, np.ndarray]]:
@@ -209,8 +210,9 @@ class TrainPlan:
       pool = rng.permutation(np.concatenate([members, *incoming[bucket]]))
       full = self.batches_per_bucket[bucket] * rows_here
       batches.extend((bucket, chunk) for chunk in pool[:full].reshape(-1, rows_here))
-      if self._spill_targets[bucket] is not None:
-        incoming[self._spill_targets[bucket]].append(pool[full:])
+      target = self._spill_targets[bucket]
+      if target is not None:
+        incoming[target].append(pool[full:])
     return [batches[i] for i in rng.permutation(len(batches))]
 
 

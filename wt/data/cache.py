@@ -13,7 +13,7 @@ import json
 import os
 import pathlib
 import tempfile
-from typing import BinaryIO, Callable
+from typing import IO, Callable
 
 
 def resolve_cache_dir(configured: str | None) -> pathlib.Path:
@@ -28,7 +28,7 @@ def settings_key(prefix: str, settings: dict) -> str:
   return f"{prefix}-{hashlib.sha256(encoded).hexdigest()[:12]}"
 
 
-def publish(path: pathlib.Path, write: Callable[[BinaryIO], object]) -> None:
+def publish(path: pathlib.Path, write: Callable[[IO[bytes]], object]) -> None:
   """Creates `path` with the bytes `write(file)` writes, unless another writer was first."""
   path.parent.mkdir(parents=True, exist_ok=True)
   temp_file = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)

@@ -1,11 +1,13 @@
-"""The data config (`config.data`): defaults and early validation.
+"""The data config (`config.data`): `DataConfig`, its fields, defaults and checks.
 
 Fields:
   dataset            'multi30k' (default) or 'wmt14' (TFDS wmt14_translate/de-en; never a fallback).
   source_lang, target_lang   'en' and 'de', either direction.
   data_dir           Multi30k: the folder with the raw .gz files, or a parent holding `multi30k/`
                      (else env WT_DATA_DIR, else <repo>/../shared/data/multi30k, else download).
-                     WMT14: the TFDS data_dir (else <cache_dir>/tfds).
+                     WMT14: a folder of plain-text files {train,validation,test}.{en,de}
+                     (optionally .gz; see wt/data/wmt14.py), else the TFDS data_dir (default
+                     <cache_dir>/tfds).
   cache_dir          TFDS data, downloads, SentencePiece models, tokenized splits
                      (else env WT_CACHE_DIR, else ~/.cache/wt).
   vocab_size, spm_model_type   the joint SentencePiece vocabulary of both languages.
@@ -13,14 +15,21 @@ Fields:
   max_length         tokens per side, EOS included; longer training pairs are skipped, longer
                      evaluation pairs truncated.
   tokens_per_batch   token slots per side in one global training batch (rows * length).
+  tokens_per_device  0 (default): tokens_per_batch is the global budget whatever the device
+                     count; > 0: the global budget is this times the device count, set into
+                     tokens_per_batch at start (wt/distributed.py apply_backend_defaults).
   num_buckets        the number of distinct training batch shapes (each costs one compile).
   length_quantum     bucket lengths are multiples of this (1 on CPU/GPU; 8 suits TPUs).
   eval_batch_size    sentences per global evaluation batch (rounded up to the device multiple).
   train_split, eval_split, test_split   split names (see DATASET_SPLITS).
 """
 
+import dataclasses
+from typing import Optional
+
 import ml_collections
 
+from wt import config_checks as checks
 from wt.data.errors import DataError
 
 DATASET_SPLITS = {
@@ -30,65 +39,68 @@ DATASET_SPLITS = {
 }
 LANGUAGES = ("en", "de")
 SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
-_POSITIVE_INTS = ("vocab_size", "spm_max_sentences", "max_length", "tokens_per_batch",
-                  "num_buckets", "length_quantum", "eval_batch_size")
+
+
+class DataConfigError(DataError, checks.ConfigError):
+  """A config.data field that cannot work: a DataError like every data failure, and a
+  ConfigError like every bad config field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(checks.Section, section="data", error=DataConfigError):
+  """Which data a run reads and how it is batched; each field is described in the module
+  docstring. Checked when built."""
+  dataset: str = "multi30k"
+  source_lang: str = "en"
+  target_lang: str = "de"
+  data_dir: Optional[str] = None
+  cache_dir: Optional[str] = None
+  vocab_size: int = 8000
+  spm_model_type: str = "unigram"
+  spm_max_sentences: int = 1_000_000
+  max_length: int = 128
+  tokens_per_batch: int = 4096
+  tokens_per_device: int = 0
+  num_buckets: int = 8
+  length_quantum: int = 1
+  eval_batch_size: int = 64
+  train_split: str = "train"
+  eval_split: str = "validation"
+  test_split: str = "test"
+
+  def __post_init__(self):
+    checks.check_types(self)
+    checks.one_of(self, "dataset", sorted(DATASET_SPLITS))
+    checks.one_of(self, "source_lang", LANGUAGES)
+    checks.one_of(self, "target_lang", LANGUAGES)
+    if self.source_lang == self.target_lang:
+      raise checks.fail(self, "target_lang", "must differ from source_lang")
+    checks.one_of(self, "spm_model_type", SPM_MODEL_TYPES)
+    checks.positive_int(self, "vocab_size", "spm_max_sentences", "max_length",
+                        "tokens_per_batch", "num_buckets", "length_quantum", "eval_batch_size")
+    checks.at_least(self, "vocab_size", 4, "(pad, EOS and unk take ids 0-2)")
+    checks.at_least(self, "max_length", 2, "(a token and EOS)")
+    checks.at_least(self, "tokens_per_device", 0, "(0: tokens_per_batch is the global budget)")
+    if 0 < self.tokens_per_device < self.max_length:
+      raise checks.fail(self, "tokens_per_device", f"must be 0 or at least max_length="
+                        f"{self.max_length}, so that every device holds a whole sentence")
+    if self.tokens_per_batch < self.max_length:
+      raise checks.fail(self, "tokens_per_batch", f"must be at least max_length="
+                        f"{self.max_length}, so that one sentence of the longest allowed length "
+                        f"fits in a batch")
+    splits = DATASET_SPLITS[self.dataset]
+    for field in ("train_split", "eval_split", "test_split"):
+      if getattr(self, field) not in splits:
+        raise checks.fail(self, field, f"is not a split of {self.dataset}: {self.dataset} "
+                                       f"has splits {splits}")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
   """The defaults of `config.data`."""
-  return ml_collections.ConfigDict(dict(
-      dataset="multi30k",
-      source_lang="en",
-      target_lang="de",
-      data_dir=ml_collections.config_dict.placeholder(str),
-      cache_dir=ml_collections.config_dict.placeholder(str),
-      vocab_size=8000,
-      spm_model_type="unigram",
-      spm_max_sentences=1_000_000,
-      max_length=128,
-      tokens_per_batch=4096,
-      num_buckets=8,
-      length_quantum=1,
-      eval_batch_size=64,
-      train_split="train",
-      eval_split="validation",
-      test_split="test",
-  ))
+  return ml_collections.ConfigDict(checks.default_values(DataConfig))
 
 
-def _fail(field: str, value, valid: str) -> DataError:
-  return DataError(f"config.data.{field}={value!r} is invalid: {valid}.")
-
-
-def validate_data_config(data_config: ml_collections.ConfigDict) -> None:
-  """Raises DataError naming the field, its value and what is valid, for the first bad field."""
-  unknown = sorted(set(data_config.keys()) - set(default_data_config().keys()))
-  if unknown:
-    raise DataError(f"config.data has unknown fields {unknown}: the valid fields are "
-                    f"{sorted(default_data_config().keys())} (see wt/data/config.py).")
-  if data_config.dataset not in DATASET_SPLITS:
-    raise _fail("dataset", data_config.dataset, f"use one of {sorted(DATASET_SPLITS)}")
-  for field in ("source_lang", "target_lang"):
-    if data_config[field] not in LANGUAGES:
-      raise _fail(field, data_config[field], f"use one of {LANGUAGES}")
-  if data_config.source_lang == data_config.target_lang:
-    raise _fail("target_lang", data_config.target_lang, "it must differ from source_lang")
-  if data_config.spm_model_type not in SPM_MODEL_TYPES:
-    raise _fail("spm_model_type", data_config.spm_model_type, f"use one of {SPM_MODEL_TYPES}")
-  for field in _POSITIVE_INTS:
-    value = data_config[field]
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise _fail(field, value, "it must be a positive integer")
-  if data_config.vocab_size < 4:
-    raise _fail("vocab_size", data_config.vocab_size,
-                "it must be at least 4 (pad, EOS and unk take ids 0-2)")
-  if data_config.max_length < 2:
-    raise _fail("max_length", data_config.max_length, "it must be at least 2 (a token and EOS)")
-  if data_config.tokens_per_batch < data_config.max_length:
-    raise _fail("tokens_per_batch", data_config.tokens_per_batch,
-                f"it must be at least max_length={data_config.max_length}, so that one "
-                "sentence of the longest allowed length fits in a batch")
-  splits = DATASET_SPLITS[data_config.dataset]
-  for field in ("train_split", "eval_split", "test_split"):
-    if data_config[field] not in splits:
-      raise _fail(field, data_config[field], f"{data_config.dataset} has splits {splits}")
+def validate_data_config(data_config) -> DataConfig:
+  """The DataConfig of `config.data`; DataConfigError (a DataError) naming the field, its
+  value and what is valid, for the first bad or unknown field."""
+  return DataConfig.from_mapping(data_config)

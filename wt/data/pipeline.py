@@ -21,11 +21,11 @@ evaluation pairs are never dropped: over-long ones are truncated (and counted in
 
 import functools
 import pathlib
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
-from absl import logging
 import ml_collections
 import numpy as np
+from absl import logging
 
 from wt.data import batching
 from wt.data.cache import publish, resolve_cache_dir, settings_key
@@ -39,7 +39,9 @@ _ENCODE_CHUNK = 100_000  # sentences
 class SplitReader(Protocol):
   """What TranslationData needs of a dataset (see `sources.TranslationSource`)."""
 
-  identity: str
+  @property
+  def identity(self) -> str:
+    ...
 
   def read(self, split: str, source_lang: str, target_lang: str) -> tuple[list[str], list[str]]:
     ...
@@ -143,7 +145,7 @@ class TranslationData:
     tokens_path = model_dir / f"{config.train_split}.tokens.npz"
     if not tokens_path.exists():
       dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.int32
-      arrays = {}
+      arrays: dict[str, Any] = {}
       for language, texts in zip(LANGUAGES, read_text()):
         tokens = _tokenize(tokenizer, texts, dtype)
         arrays[f"{language}_flat"], arrays[f"{language}_offsets"] = (tokens.flat,

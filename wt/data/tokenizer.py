@@ -11,9 +11,9 @@ import io
 import pathlib
 from typing import Callable, Iterable, Sequence
 
-from absl import logging
 import numpy as np
 import sentencepiece as spm
+from absl import logging
 
 from wt.data.cache import publish
 from wt.data.errors import DataError
