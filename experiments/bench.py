@@ -245,8 +245,9 @@ def train_size(size: str, variants) -> dict:
         compile_seconds=runner.compile_seconds, step_seconds=_median(steps),
         tokens_per_second=runner.tokens / _median(steps), xla_flops=runner.xla_flops,
         closed_form_flops=runner.closed_form_flops, peak_bytes=runner.peak_bytes,
-        mfu=_median([runner.xla_flops / s / p for s, p in zip(steps, peaks)]),
-        best_mfu=runner.xla_flops / min(steps) / max(peaks),
+        mfu=_median([runner.closed_form_flops / s / p for s, p in zip(steps, peaks)]),
+        mfu_xla=_median([runner.xla_flops / s / p for s, p in zip(steps, peaks)]),
+        best_mfu=runner.closed_form_flops / min(steps) / max(peaks),
         ratio_to_transformer=(_median([s / t for s, t in zip(steps, times["transformer"])])
                               if "transformer" in times else None),
         step_seconds_all=steps))
@@ -264,8 +265,10 @@ def train_section():
 # Profile: time by kind of operation, from the trace of the compiled step's HLO ops.
 
 # (kind, pattern on the op's JAX name), first match wins; matmuls are told apart by name.
-KINDS = (("loss: log-softmax over the vocabulary", r"log_softmax|argmax|/reduce_max|iota"),
-         ("logits matmul (and its gradients)", r"attend/dot_general"),
+KINDS = (("logits matmul (and its gradients)", r"(attend|tied_logits)/.*dot_general|"
+          r"tied_logits/transpose"),
+         ("loss: softmax cross entropy over the vocabulary",
+          r"label_smoothed_cross_entropy|log_softmax|argmax|/reduce_max|iota"),
          ("Q/K/V/output projections (matmuls)", r"(query|key|value|out)/dot_general|hdm->"),
          ("attention scores and values (matmuls)", r"BTNH.*dot_general|BNTS.*dot_general|"
           r"bqhd,bkhd|bhqk,bkhd"),
@@ -291,48 +294,35 @@ def peers_section() -> dict:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from experiments.peers import compare, process  # pylint: disable=g-import-not-at-top
+  from wt import flops  # pylint: disable=g-import-not-at-top
   skipped = process.missing_torch_message()
   if skipped:
     print(f"  {skipped}", file=sys.stderr)
     return {"skipped": skipped}
+  unknown = sorted(set(_PEERS.value) - {"torch-eager", "torch-compile"})
+  if unknown:
+    raise app.UsageError(f"unknown peer(s) {unknown}; choose from torch-eager, torch-compile")
   vocab, d_model, d_ff, heads, layers, batch, source_len, target_len = SIZES["bench-small"]
   runners = {v: StepRunner(_model_config("bench-small", v), batch, source_len, target_len)
              for v in _PEER_VARIANTS.value}
   probe, probe_flops = _matmul(PROBE, jnp.float32)
-  flops = (runners.get("transformer")
-           or StepRunner(_model_config("bench-small", "transformer"), batch, source_len,
-                         target_len)).xla_flops
-  contenders = [compare.Contender(
-      "jax", lambda: _timed(probe),
-      {f"wt {v}": (lambda r=r: _timed(r), r.xla_flops) for v, r in runners.items()},
-      {f"wt {v}": r.compile_seconds for v, r in runners.items()})]
   sizes = dict(vocab=vocab, d_model=d_model, heads=heads, d_ff=d_ff, layers=layers,
                batch=batch, source_len=source_len, target_len=target_len, probe=PROBE)
-  args = [f"--{k}={v}" for k, v in sizes.items()]
-  peers = []
-  try:
-    for peer in _PEERS.value:
-      name = peer.replace("-", " ")
-      print(f"  starting {name} ...", file=sys.stderr)
-      peers.append(process.PeerProcess(
-          name, args + (["--compile"] if peer == "torch-compile" else [])))
-      contenders.append(compare.Contender(
-          f"torch ({peer})", lambda p=peers[-1]: p.request("probe"),
-          {name: (lambda p=peers[-1]: p.request("step"), flops)},
-          {name: peers[-1].startup_seconds}))
-    times = compare.run_rounds(contenders, _STEPS.value, max(_WARMUP.value, 2))
-  finally:
-    for peer in peers:
-      peer.close()
+  rows = compare.time_against_peers(
+      {f"wt {v}": (lambda r=r: _timed(r), r.closed_form_flops, r.compile_seconds)
+       for v, r in runners.items()}, lambda: _timed(probe), probe_flops, _PEERS.value,
+      [f"--{k}={v}" for k, v in sizes.items()],
+      flops.train_step_flops(_model_config("bench-small", "transformer"), batch, source_len,
+                             target_len), _STEPS.value, max(_WARMUP.value, 2))
   description = (
       f"bench-small ({batch} x ({source_len} + {target_len}) tokens, f32, dropout 0.1, label "
       f"smoothing 0.1, Adam), {_STEPS.value} rounds. Each process times its own {PROBE}^2 f32 "
-      f"matmul in every round; MFU: the wt step's XLA FLOPs (the same count for every "
-      f"implementation of a model) per second against that process's matmul; x torch eager: "
-      f"median over rounds of the step-time ratio to PyTorch eager in the same round. startup: "
-      f"wt's compile, PyTorch's first step (torch.compile's compilation). torch threads: 2.")
-  return {"description": description,
-          "rows": compare.summarise(contenders, times, probe_flops, "jax")}
+      f"matmul in every round; MFU: the model's matmul FLOPs (closed form, wt/flops.py: the "
+      f"same count for every implementation of a model) per second against that process's "
+      f"matmul; x torch eager: median over rounds of the step-time ratio to PyTorch eager in "
+      f"the same round. startup: wt's compile, PyTorch's first step (torch.compile's "
+      f"compilation). torch threads: 2.")
+  return {"description": description, "rows": rows}
 
 
 def profile_section():
@@ -496,17 +486,21 @@ def markdown(results: dict) -> str:
     first = size["variants"][0]
     out += [f"## Training step, {size['size']} ({first['batch']} sentences x "
             f"{first['source_len']} + {first['target_len']} tokens, {_DTYPE.value})", "",
-            f"MFU: XLA FLOPs per second against the {PROBE}^2 f32 matmul timed in the same "
-            f"rounds ({g(size['probe_flops_per_second'])} GFLOP/s, median), the median over "
-            f"rounds; best MFU: fastest step against fastest matmul (the machine unshared). "
-            f"x Transformer: median over rounds of the step-time ratio.", ""]
+            f"MFU: the model's matmul FLOPs (closed form, wt/flops.py) per second against the "
+            f"{PROBE}^2 f32 matmul timed in the same rounds "
+            f"({g(size['probe_flops_per_second'])} GFLOP/s, median), the median over rounds "
+            f"(MFU XLA: with XLA's count, which also counts element-wise work, the dropout "
+            f"hash's integer operations included); best MFU: fastest step against fastest "
+            f"matmul (the machine unshared). x Transformer: median over rounds of the step-time "
+            f"ratio.", ""]
     out += _table(
         ["model", "step s", "x Transformer", "target tok/s", "GFLOP XLA", "GFLOP closed form",
-         "MFU", "best MFU", "peak memory MiB", "compile s"],
+         "MFU", "MFU XLA", "best MFU", "peak memory MiB", "compile s"],
         [(r["variant"], f"{r['step_seconds']:.3f}",
           "" if r["ratio_to_transformer"] is None else f"{r['ratio_to_transformer']:.3f}",
           f"{r['tokens_per_second']:.0f}", g(r["xla_flops"]), g(r["closed_form_flops"]),
-          f"{r['mfu']:.2f}", f"{r['best_mfu']:.2f}", f"{r['peak_bytes'] / 2 ** 20:.0f}",
+          f"{r['mfu']:.2f}", f"{r['mfu_xla']:.2f}", f"{r['best_mfu']:.2f}",
+          f"{r['peak_bytes'] / 2 ** 20:.0f}",
           f"{r['compile_seconds']:.1f}")
          for r in size["variants"]]) + [""]
   for prof in results.get("profile", []):

@@ -1,9 +1,10 @@
 """Shared by the experiment commands: start-up (logs, compilation cache, multi-process),
-config naming and overrides."""
+config naming and overrides, and rewriting a marked section of a document."""
 
 import logging as py_logging
 import os
 import pathlib
+import re
 import shlex
 
 import ml_collections
@@ -103,3 +104,15 @@ def define_trained_run_flags():
     return config
 
   return decode_config
+
+
+def replace_section(path: str, name: str, text: str) -> None:
+  """Replaces what lies between `<!-- name:begin -->` and `<!-- name:end -->` in `path`."""
+  document = pathlib.Path(path).read_text(encoding="utf-8")
+  begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+  pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
+  if not pattern.search(document):
+    raise SystemExit(f"{path} has no {begin} ... {end} section to replace; add the two "
+                     f"markers where the table goes, then rerun")
+  document = pattern.sub(lambda _: f"{begin}\n{text}\n{end}", document, count=1)
+  pathlib.Path(path).write_text(document, encoding="utf-8")

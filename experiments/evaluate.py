@@ -38,6 +38,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   common.start(None, quiet=True)
+  import jax  # pylint: disable=g-import-not-at-top
   from wt import evaluation  # pylint: disable=g-import-not-at-top
   workdir = FLAGS.workdir
   trained = evaluation.load_trained(workdir, average_last=FLAGS.average_last,
@@ -46,6 +47,8 @@ def main(argv):
   decode_config = _decode_config(trained)
   result = evaluation.evaluate_split(trained.model, trained.params, trained.data, _SPLIT.value,
                                      decode_config)
+  if jax.process_index() != 0:   # every process decoded its share; one writes and prints
+    return
   tag = f"avg{average}.beam{decode_config.beam_size}.{_BRANCH.value}"
   outdir = os.path.join(workdir, "eval")
   os.makedirs(outdir, exist_ok=True)

@@ -17,11 +17,11 @@ the text between `<!-- cost:begin -->` and `<!-- cost:end -->` in the given file
 
 import json
 import pathlib
-import re
 
 import jax
 from absl import app, flags
 
+from experiments import common
 from experiments.configs import wmt14
 from wt import flops, models
 
@@ -136,18 +136,6 @@ def cost_table(vocab_size: int, mfu: float, length: int, benchmarks: str) -> str
   return "\n".join(lines + notes)
 
 
-def replace_section(path: str, name: str, text: str) -> None:
-  """Replaces what lies between `<!-- name:begin -->` and `<!-- name:end -->` in `path`."""
-  document = pathlib.Path(path).read_text(encoding="utf-8")
-  begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-  pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
-  if not pattern.search(document):
-    raise SystemExit(f"{path} has no {begin} ... {end} section to replace; add the two "
-                     f"markers where the table goes, then rerun")
-  document = pattern.sub(lambda _: f"{begin}\n{text}\n{end}", document, count=1)
-  pathlib.Path(path).write_text(document, encoding="utf-8")
-
-
 def main(argv):
   del argv
   if _COST.value:
@@ -156,7 +144,7 @@ def main(argv):
             cost_table(_VOCAB.value, _MFU.value, _LENGTH.value, _BENCHMARKS.value))
     print(text)
     if _WRITE.value:
-      replace_section(_WRITE.value, "cost", text)
+      common.replace_section(_WRITE.value, "cost", text)
     return
   text = table(_VOCAB.value)
   print(text)

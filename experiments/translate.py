@@ -70,6 +70,7 @@ def main(argv):
   del argv
   common.start(None, quiet=True)
   sentences = _read_input(_INPUT.value)
+  import jax  # pylint: disable=g-import-not-at-top
   from wt import evaluation  # pylint: disable=g-import-not-at-top
   trained = evaluation.load_trained(FLAGS.workdir, average_last=FLAGS.average_last)
   decode = _decode_config(trained)
@@ -77,6 +78,8 @@ def main(argv):
       trained.model, trained.params, trained.data.tokenizer, sentences,
       beam_size=decode.beam_size, length_penalty=decode.length_penalty,
       max_extra_len=decode.max_extra_len)
+  if jax.process_index() != 0:   # every process decoded its share; one writes
+    return
   # A line break inside a translation would shift every later line.
   text = "".join(" ".join(t.splitlines()) + "\n" for t in translations).encode("utf-8")
   if _OUTPUT.value:

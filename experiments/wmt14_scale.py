@@ -42,16 +42,23 @@ from typing import Optional
 import numpy as np
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "corpus/ and cache/ go here")
-_NUM_PAIRS = flags.DEFINE_integer("num_pairs", 4_500_000, "training pairs (WMT14: 4.5M)")
-_VOCAB = flags.DEFINE_integer("vocab_size", 37000, "SentencePiece vocabulary (Vaswani: 37000)")
-_SPM_SENTENCES = flags.DEFINE_integer("spm_max_sentences", None, "sentences sampled to train "
-                                      "the vocabulary (default: the config's)")
-_SEED = flags.DEFINE_integer("seed", 0, "corpus seed")
-_WRITE = flags.DEFINE_string("write", None, "replace the wmt14_scale section of this file")
-_JSON = flags.DEFINE_string("json", None, "also write the figures as JSON here")
-_CHILD = flags.DEFINE_enum("child", None, ["generate", "cold", "warm"],
-                           "internal: run one stage and print its figures")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags (defined when it runs, not on import: other experiments define
+  flags of the same names, e.g. vocab_size, and tests import this module beside them)."""
+  flags.DEFINE_string("workdir", None, "corpus/ and cache/ go here")
+  flags.DEFINE_integer("num_pairs", 4_500_000, "training pairs (WMT14: 4.5M)")
+  flags.DEFINE_integer("vocab_size", 37000, "SentencePiece vocabulary (Vaswani: 37000)")
+  flags.DEFINE_integer("spm_max_sentences", None, "sentences sampled to train the vocabulary "
+                       "(default: the config's)")
+  flags.DEFINE_integer("seed", 0, "corpus seed")
+  flags.DEFINE_string("write", None, "replace the wmt14_scale section of this file")
+  flags.DEFINE_string("json", None, "also write the figures as JSON here")
+  flags.DEFINE_enum("child", None, ["generate", "cold", "warm"],
+                    "internal: run one stage and print its figures")
+
 
 EVAL_PAIRS = {"validation": 3000, "test": 3003}
 WORDS = 200_000
@@ -240,15 +247,16 @@ def run_child(stage: str, workdir: pathlib.Path) -> dict:
   corpus, cache = workdir / "corpus", workdir / "cache"
   if stage == "generate":
     meter.stage("generate the corpus")
-    sizes = generate(corpus, _NUM_PAIRS.value, _SEED.value)
+    sizes = generate(corpus, FLAGS.num_pairs, FLAGS.seed)
     meter.stage("other")
     return {"stages": meter.figures(), "sizes": sizes,
             "bytes": sum(p.stat().st_size for p in corpus.iterdir())}
   meter.stage("imports (TensorFlow, SentencePiece)")
   _instrument(meter)
-  from wt.data import load_translation_data, multi30k  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+  # pylint: disable-next=g-import-not-at-top,unused-import
+  from wt.data import load_translation_data, multi30k  # noqa: F401  (multi30k: TensorFlow)
   meter.stage("other")
-  data_config = _data_config(corpus, cache, _VOCAB.value, _SPM_SENTENCES.value)
+  data_config = _data_config(corpus, cache, FLAGS.vocab_size, FLAGS.spm_max_sentences)
   data = load_translation_data(data_config, row_multiple=8)
   meter.stage("100 training batches")
   batches = data.train_batches(0)
@@ -271,10 +279,10 @@ def run_child(stage: str, workdir: pathlib.Path) -> dict:
 def _child(stage: str) -> tuple[dict, float]:
   """Runs `stage` in a child process: (its figures, its wall seconds)."""
   command = [sys.executable, "-m", "experiments.wmt14_scale", f"--child={stage}",
-             f"--workdir={_WORKDIR.value}", f"--num_pairs={_NUM_PAIRS.value}",
-             f"--vocab_size={_VOCAB.value}", f"--seed={_SEED.value}"]
-  if _SPM_SENTENCES.value:
-    command.append(f"--spm_max_sentences={_SPM_SENTENCES.value}")
+             f"--workdir={FLAGS.workdir}", f"--num_pairs={FLAGS.num_pairs}",
+             f"--vocab_size={FLAGS.vocab_size}", f"--seed={FLAGS.seed}"]
+  if FLAGS.spm_max_sentences:
+    command.append(f"--spm_max_sentences={FLAGS.spm_max_sentences}")
   start = time.perf_counter()
   done = subprocess.run(command, capture_output=True, text=True,
                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -286,7 +294,7 @@ def _child(stage: str) -> tuple[dict, float]:
 def report(results: dict, command: str) -> str:
   """The markdown section: command, per-stage table, summary."""
   lines = [f"    {command}", "",
-           f"{results['num_pairs']:,} training pairs ({results['corpus_bytes'] / _GIB:.2f} GiB "
+           f"{results['num_pairs']:,} training pairs ({results['corpus_bytes'] / 2**20:,.0f} MiB "
            f"of text), vocabulary {results['vocab_size']:,}, "
            f"{results['spm_max_sentences']:,} sentences sampled to train it; "
            f"{results['cpus']} CPU cores.", "",
@@ -302,25 +310,28 @@ def report(results: dict, command: str) -> str:
             f"{len(cold['batch_shapes'])} shapes (global rows, source, target) "
             f"{cold['batch_shapes'][:3]} ... {cold['batch_shapes'][-1:]}; padding efficiency "
             f"of the first 100: {cold['padding_efficiency']:.2f}; {cold['train_pairs_kept']:,} "
-            f"pairs kept (at most data.max_length tokens a side). Peak memory of every child: "
-            f"{results['children_peak_bytes'] / _GIB:.2f} GiB (getrusage, RUSAGE_CHILDREN)."]
+            f"pairs kept (at most data.max_length tokens a side). A stage's peak is the "
+            f"process's peak resident memory while it ran; reading and tokenising the "
+            f"validation split count in their own rows."]
   if not results["per_stage_peaks"]:
-    lines.append("Peaks are the process's peak so far (no /proc/self/clear_refs here).")
+    lines.append(f"No /proc/self/clear_refs here: each peak is the process's peak so far; all "
+                 f"children: {results['children_peak_bytes'] / _GIB:.2f} GiB (getrusage "
+                 f"RUSAGE_CHILDREN).")
   return "\n".join(lines)
 
 
 def main(argv):
   del argv
-  if not _WORKDIR.value:
+  if not FLAGS.workdir:
     raise SystemExit("--workdir is required: the corpus and the cache go there")
-  workdir = pathlib.Path(_WORKDIR.value).expanduser()
-  if _CHILD.value:
-    print(json.dumps(run_child(_CHILD.value, workdir)))
+  workdir = pathlib.Path(FLAGS.workdir).expanduser()
+  if FLAGS.child:
+    print(json.dumps(run_child(FLAGS.child, workdir)))
     return
   if (workdir / "cache").exists():
     raise SystemExit(f"{workdir / 'cache'} exists: the cold stage needs a fresh cache; use "
                      f"another --workdir or delete it")
-  results = {"num_pairs": _NUM_PAIRS.value, "cpus": os.cpu_count(),
+  results = {"num_pairs": FLAGS.num_pairs, "cpus": os.cpu_count(),
              "per_stage_peaks": Meter._reset_peak()}   # pylint: disable=protected-access
   for stage in ("generate", "cold", "warm"):
     figures, wall = _child(stage)
@@ -329,21 +340,22 @@ def main(argv):
   results["corpus_bytes"] = results["generate"]["bytes"]
   results["vocab_size"] = results["cold"]["vocab_size"]
   results["spm_max_sentences"] = min(
-      _data_config(pathlib.Path("."), pathlib.Path("."), _VOCAB.value,
-                   _SPM_SENTENCES.value).spm_max_sentences, 2 * _NUM_PAIRS.value)
+      _data_config(pathlib.Path("."), pathlib.Path("."), FLAGS.vocab_size,
+                   FLAGS.spm_max_sentences).spm_max_sentences, 2 * FLAGS.num_pairs)
   results["children_peak_bytes"] = resource.getrusage(
       resource.RUSAGE_CHILDREN).ru_maxrss * 1024
   command = "python -m experiments.wmt14_scale --workdir DIR" + (
-      f" --num_pairs {_NUM_PAIRS.value}" if _NUM_PAIRS.value != 4_500_000 else "") + (
-      f" --vocab_size {_VOCAB.value}" if _VOCAB.value != 37000 else "")
+      f" --num_pairs {FLAGS.num_pairs}" if FLAGS.num_pairs != 4_500_000 else "") + (
+      f" --vocab_size {FLAGS.vocab_size}" if FLAGS.vocab_size != 37000 else "")
   text = report(results, command)
   print(text)
-  if _JSON.value:
-    pathlib.Path(_JSON.value).write_text(json.dumps(results, indent=1), encoding="utf-8")
-  if _WRITE.value:
-    from experiments.params import replace_section  # pylint: disable=g-import-not-at-top
-    replace_section(_WRITE.value, "wmt14_scale", text)
+  if FLAGS.json:
+    pathlib.Path(FLAGS.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+  if FLAGS.write:
+    from experiments import common  # pylint: disable=g-import-not-at-top
+    common.replace_section(FLAGS.write, "wmt14_scale", text)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

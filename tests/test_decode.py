@@ -184,6 +184,7 @@ def check_well_formed(tokens, limits):
   return np.array(lengths)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_cached_greedy_and_beam_one_equal_greedy_that_recomputes_everything(variant):
   model, _ = build(variant)
@@ -201,6 +202,7 @@ def test_cached_greedy_and_beam_one_equal_greedy_that_recomputes_everything(vari
                                full_pass_scores(model, params, INPUTS, beam1, 0.0), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["transformer", "weighted-both"])
 def test_beam_search_equals_a_beam_search_that_recomputes_everything(variant):
   model, _ = build(variant)
@@ -231,6 +233,7 @@ def test_early_stopping_changes_no_result():
         np.testing.assert_allclose(scores, reference_scores, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["transformer", "weighted-both"])
 def test_wider_beams_find_better_length_penalised_scores(variant):
   model, _ = build(variant)

@@ -105,12 +105,12 @@ def test_run_seconds_divide_the_flops_over_devices_peak_and_mfu():
 
 
 def test_the_cost_table_has_every_paper_run_and_its_assumptions(tmp_path):
-  from experiments import params  # pylint: disable=g-import-not-at-top
+  from experiments import common, params  # pylint: disable=g-import-not-at-top
   table = params.cost_table(37000, 0.4, 32, "docs/benchmarks.json")
   rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
   assert [row.split(" | ")[0][2:] for row in rows] == [label for label, _ in params.COST_RUNS]
   assert "MFU of 0.40" in table and "H100 989 TFLOP/s" in table and "Calibration" in table
   doc = tmp_path / "doc.md"
   doc.write_text("intro\n<!-- cost:begin -->\nold\n<!-- cost:end -->\nafter\n")
-  params.replace_section(str(doc), "cost", "new")
+  common.replace_section(str(doc), "cost", "new")
   assert doc.read_text() == "intro\n<!-- cost:begin -->\nnew\n<!-- cost:end -->\nafter\n"

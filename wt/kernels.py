@@ -20,6 +20,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -58,14 +59,99 @@ def combine_masks(*masks: Optional[Array]) -> Optional[Array]:
   return combined
 
 
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _threefry2x32(key0: Array, key1: Array, count0: Array, count1: Array):
+  """The Threefry-2x32 block cipher, 20 rounds (Salmon et al. 2011): jax.random's hash.
+
+  Written out, not looped: JAX lowers its own on CPU as an XLA while loop (to compile
+  faster), which writes the whole array out after each group of four rounds; unrolled, XLA
+  fuses the hash into the op that uses the bits (about 6x faster for dropout masks).
+  """
+  rotate = lambda x, r: (x << np.uint32(r)) | (x >> np.uint32(32 - r))
+  keys = (key0, key1, key0 ^ key1 ^ np.uint32(0x1BD11BDA))
+  x0, x1 = count0 + keys[0], count1 + keys[1]
+  for group in range(5):
+    for rotation in _THREEFRY_ROTATIONS[group % 2]:
+      x0 = x0 + x1
+      x1 = x0 ^ rotate(x1, rotation)
+    x0 = x0 + keys[(group + 1) % 3]
+    x1 = x1 + keys[(group + 2) % 3] + np.uint32(group + 1)
+  return x0, x1
+
+
+def _row_major_index(shape) -> Array:
+  """uint32 `[*shape]`: each element's position in the flattened array."""
+  index, stride = jnp.zeros(shape, jnp.uint32), 1
+  for axis in reversed(range(len(shape))):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
+    stride *= shape[axis]
+  return index
+
+
+def bernoulli_mask(rng: Array, keep_prob: float, shape) -> Array:
+  """`jax.random.bernoulli(rng, keep_prob, shape)`, element for element, computed faster.
+
+  For a threefry key (the default implementation) and fewer than 2^32 elements this is the
+  same hash of the same counters (jax_threefry_partitionable, JAX's default) and the same
+  comparison (uniform = the top 23 bits / 2^23 < keep_prob, here on the integer bits), so
+  training draws the same dropout masks as `flax.linen.Dropout`; other keys, other settings
+  and larger arrays go to `jax.random.bernoulli` itself.
+  """
+  shape = tuple(shape)
+  typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
+  impl = str(jax.random.key_impl(rng)) if typed else jax.config.jax_default_prng_impl
+  if ("threefry" not in impl or not jax.config.jax_threefry_partitionable
+      or math.prod(shape) >= 2 ** 32 or rng.shape != ((2,) if not typed else ())):
+    return jax.random.bernoulli(rng, keep_prob, shape)
+  key = jax.random.key_data(rng) if typed else rng
+  bits0, bits1 = _threefry2x32(key[0], key[1], jnp.zeros(shape, jnp.uint32),
+                               _row_major_index(shape))
+  threshold = math.ceil(float(np.float32(keep_prob)) * 2 ** 23)
+  return ((bits0 ^ bits1) >> np.uint32(9)) < np.uint32(threshold)
+
+
 def dropout(x: Array, rate: float, rng: Optional[Array]) -> Array:
-  """Inverted dropout: zero each element with probability `rate`, scale the rest by 1/(1-rate)."""
+  """Inverted dropout: zero each element with probability `rate`, scale the rest by 1/(1-rate).
+
+  The mask is `flax.linen.Dropout`'s for the same key (`bernoulli_mask`)."""
   if rate == 0.0 or rng is None:
     return x
   if not 0.0 <= rate < 1.0:
     raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
-  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  keep = bernoulli_mask(rng, 1.0 - rate, x.shape)
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+@jax.custom_vjp
+def tied_logits(x: Array, embedding: Array) -> Array:
+  """Logits `[..., vocab]` = x `[..., features]` times embedding `[vocab, features]` transposed.
+
+  The product of `nn.Embed.attend`; only the backward pass is written out. Autodiff forms the
+  embedding's gradient as g^T x, for which XLA:CPU first copies the `[tokens, vocab]` logits
+  gradient g into a transposed layout (64 MB, strided, at bench-small); here it is (x^T g)^T,
+  which reads g in place (0.7x the logits matmul + loss forward and backward, measured with
+  wt.losses).
+  """
+  with jax.named_scope("tied_logits"):
+    return jnp.einsum("...d,vd->...v", x, embedding)
+
+
+def _tied_logits_forward(x, embedding):
+  return tied_logits(x, embedding), (x, embedding)
+
+
+@jax.named_scope("tied_logits")
+def _tied_logits_backward(residuals, grad):
+  x, embedding = residuals
+  d_x = jnp.einsum("...v,vd->...d", grad, embedding).astype(x.dtype)
+  flat_grad, flat_x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+  d_embedding = jnp.einsum("nd,nv->dv", flat_x, flat_grad).T.astype(embedding.dtype)
+  return d_x, d_embedding
+
+
+tied_logits.defvjp(_tied_logits_forward, _tied_logits_backward)
 
 
 def _as_4d(x: Array) -> Array:

@@ -7,7 +7,6 @@ adding; a mean is taken only when a value is reported (`means`).
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Mapping, Sequence
 
@@ -17,38 +16,16 @@ import numpy as np
 import sacrebleu
 from tensorboardX import SummaryWriter
 
+from wt.losses import label_smoothed_cross_entropy
+
 SumCount = tuple  # (sum, count), both scalars
-
-
-def label_smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
-                                 label_smoothing: float) -> tuple[jax.Array, jax.Array]:
-  """Summed label-smoothed cross entropy and summed plain negative log-likelihood.
-
-  logits `[batch, len, vocab]`, targets `[batch, len]` int, weights `[batch, len]` (1 = real
-  token). The smoothed target puts 1 - ls on the gold token and ls / (vocab - 1) elsewhere; its
-  entropy is subtracted so that a perfect prediction scores 0. The loss is written as a dense
-  product with the soft targets: its gradient is then dense too, where a gather of the gold
-  log-probability would turn into a scatter (and a transposed copy of the logits' gradient)
-  in the backward pass, about 7% of a small model's CPU step.
-  """
-  vocab = logits.shape[-1]
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  gold = jax.nn.one_hot(targets, vocab, dtype=jnp.float32)
-  nll = -jnp.sum(gold * jax.lax.stop_gradient(log_probs), axis=-1)
-  if label_smoothing > 0.0:
-    confidence, low = 1.0 - label_smoothing, label_smoothing / (vocab - 1)
-    floor = -(confidence * math.log(confidence) + (vocab - 1) * low * math.log(low))
-    soft = gold * (confidence - low) + low
-    smoothed = -jnp.sum(soft * log_probs, axis=-1) - floor
-  else:
-    smoothed = -jnp.sum(gold * log_probs, axis=-1)
-  return jnp.sum(smoothed * weights), jnp.sum(nll * weights)
 
 
 def token_metrics(logits, targets, label_smoothing: float, *,
                   with_accuracy: bool = True) -> dict[str, SumCount]:
-  """Loss, NLL and (optionally: an argmax over the vocabulary, ~3% of a small CPU training
-  step) accuracy over non-pad target tokens, as (sum, count) pairs."""
+  """Loss, NLL (wt/losses.py's fused label-smoothed cross entropy) and (optionally: an argmax
+  over the vocabulary, ~3% of a small CPU training step) accuracy over non-pad target tokens,
+  as (sum, count) pairs."""
   weights = (targets > 0).astype(jnp.float32)
   count = jnp.sum(weights)
   loss, nll = label_smoothed_cross_entropy(logits, targets, weights, label_smoothing)

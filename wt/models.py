@@ -22,7 +22,7 @@ from wt import config_checks, kernels
 from wt import distributed as backend_rules
 from wt.config_checks import ConfigError
 from wt.modules import (BRANCH_FFN_MODES, BRANCH_OUTPUT_BIASES, BRANCH_RESIDUALS,
-                        BRANCH_WEIGHT_MODES, TEST_BRANCH_WEIGHTS, BranchedAttention,
+                        BRANCH_WEIGHT_MODES, TEST_BRANCH_WEIGHTS, BranchedAttention, Dropout,
                         FeedForward, MultiHeadAttention)
 
 Array = jax.Array
@@ -198,7 +198,7 @@ def _residual(config: ModelConfig, x: Array, sublayer, *, name: str,
               deterministic: bool) -> Array:
   """Post-norm LayerNorm(x + Dropout(f(x))) or pre-norm x + Dropout(f(LayerNorm(x)))."""
   norm = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype, name=name)
-  drop = lambda y: nn.Dropout(config.dropout_rate)(y, deterministic=deterministic)
+  drop = lambda y: Dropout(config.dropout_rate)(y, deterministic=deterministic)
   if config.norm == "pre":
     return x + drop(sublayer(norm(x)))
   return norm(x + drop(sublayer(x)))
@@ -299,7 +299,7 @@ class Embedder(nn.Module):
         x = x + table[None, :length]
     else:
       x = x + table[None, :length]
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    x = Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     return x.astype(cfg.compute_dtype)
 
 
@@ -362,7 +362,9 @@ class Transformer(nn.Module):
       y = self.decoder_norm(y)
     if self.config.share_embeddings == "none":
       return self.logits_projection(y.astype(jnp.float32))
-    return self.target_embed.attend(y.astype(jnp.float32))
+    # target_embed.attend's product, with a backward pass that avoids a transposed copy of
+    # the [tokens, vocab] gradient (kernels.tied_logits).
+    return kernels.tied_logits(y.astype(jnp.float32), self.target_embed.embedding)
 
   def __call__(self, inputs: Array, targets: Array, *, train: bool = False) -> Array:
     return self.decode(self.encode(inputs, train=train), inputs, targets, train=train)

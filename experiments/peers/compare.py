@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import collections
 import statistics
+import sys
 from typing import Callable, Mapping
+
+from experiments.peers import process
 
 EAGER = "torch eager"
 
@@ -75,6 +78,33 @@ def summarise(contenders: list[Contender], times: dict, probe_flops: float,
           x_jax_probe=_median([p / j for p, j in zip(probe, jax_probe)]),
           startup_seconds=contender.startup_seconds.get(name), step_seconds_all=steps))
   return rows
+
+
+def time_against_peers(jax_steps: Mapping[str, tuple[Timer, float, float]], jax_probe: Timer,
+                       probe_flops: float, peers: list[str], worker_args: list[str],
+                       peer_flops: float, rounds: int, warmup: int) -> list[dict]:
+  """Starts a worker per peer ("torch-eager", "torch-compile"), runs the rounds and returns
+  the rows of `summarise`. `jax_steps`: {name: (timer, FLOPs, compile seconds)}; the workers
+  get `worker_args` (sizes and probe) and count `peer_flops` per step."""
+  contenders = [Contender("jax", jax_probe,
+                          {name: (timer, flops) for name, (timer, flops, _) in jax_steps.items()},
+                          {name: seconds for name, (_, _, seconds) in jax_steps.items()})]
+  workers = []
+  try:
+    for peer in peers:
+      name = peer.replace("-", " ")
+      print(f"  starting {name} ...", file=sys.stderr)
+      worker = process.PeerProcess(name, list(worker_args)
+                                   + (["--compile"] if peer == "torch-compile" else []))
+      workers.append(worker)
+      contenders.append(Contender(f"torch ({peer})", lambda w=worker: w.request("probe"),
+                                  {name: (lambda w=worker: w.request("step"), peer_flops)},
+                                  {name: worker.startup_seconds}))
+    times = run_rounds(contenders, rounds, warmup)
+  finally:
+    for worker in workers:
+      worker.close()
+  return summarise(contenders, times, probe_flops, "jax")
 
 
 def markdown(result: dict) -> list[str]:

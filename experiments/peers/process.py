@@ -1,4 +1,5 @@
-"""The benchmark's side of a peer worker: a second process spoken to line by line.
+"""Both sides of the peer protocol: the worker's loop (`serve`) and the benchmark's handle on
+a worker process (`PeerProcess`); torch-free, so the benchmark process never imports torch.
 
 A peer runs in its own process so that its library's thread pools (torch's OpenMP, XLA's)
 never share one process, and each side times its own step and its own matmul probe; the
@@ -10,7 +11,8 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-from typing import Optional, Sequence
+import time
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 TORCH_WORKER = "experiments.peers.torch_transformer"
 INSTALL_HINT = ("install the pinned CPU build with `pip install -r requirements-peers.txt` "
@@ -22,6 +24,27 @@ def missing_torch_message() -> Optional[str]:
   if importlib.util.find_spec("torch") is None:
     return f"PyTorch peers skipped: torch is not installed; {INSTALL_HINT}"
   return None
+
+
+def seconds_of(fn: Callable[[], object]) -> float:
+  """Seconds of one call of `fn` (which must block until its work is done)."""
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def serve(commands: Mapping[str, Callable[[], object]], lines: Iterable[str],
+          reply: Callable[[str], None]) -> None:
+  """The worker's loop: answers each command line with the seconds that command took, until
+  `quit` or the end of `lines`; an unknown command raises ValueError."""
+  for line in lines:
+    command = line.strip()
+    if command == "quit":
+      return
+    if command not in commands:
+      raise ValueError(f"unknown command {command!r}; expected one of "
+                       f"{', '.join(sorted(commands))} or quit")
+    reply(f"{seconds_of(commands[command]):.6f}")
 
 
 class PeerError(RuntimeError):

@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from experiments.peers import process
 
 # The bench-small shapes (experiments/bench.py SIZES): the defaults of the worker's flags.
 BENCH_SMALL = dict(vocab=8192, d_model=256, heads=8, d_ff=1024, layers=3, batch=32,
@@ -131,24 +132,6 @@ def matmul_probe(n: int):
   return lambda: torch.mm(a, b)
 
 
-def _seconds(fn) -> float:
-  start = time.perf_counter()
-  fn()
-  return time.perf_counter() - start
-
-
-def serve(step: TrainStep, probe, lines, reply) -> None:
-  """The worker loop: answers `step` and `probe` with seconds until `quit` or end of input."""
-  commands = {"step": step, "probe": probe}
-  for line in lines:
-    command = line.strip()
-    if command == "quit":
-      return
-    if command not in commands:
-      raise ValueError(f"unknown command {command!r}; expected one of step, probe, quit")
-    reply(f"{_seconds(commands[command]):.6f}")
-
-
 def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   for name, default in BENCH_SMALL.items():
@@ -172,8 +155,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     sizes = {name: getattr(args, name) for name in BENCH_SMALL}
     step = TrainStep(**sizes, compile_model=args.compile)
-    reply(f"ready {_seconds(step):.6f}")
-    serve(step, matmul_probe(args.probe), sys.stdin, reply)
+    reply(f"ready {process.seconds_of(step):.6f}")
+    process.serve({"step": step, "probe": matmul_probe(args.probe)}, sys.stdin, reply)
   except Exception as error:  # pylint: disable=broad-except  (reported through the protocol)
     reply(f"error {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
     return 1
