@@ -32,8 +32,11 @@ setup-dev: $(VENV)/.dev-installed
 test: setup-dev
 	$(PYTEST) tests
 
+# One worker per test file: module-scoped fixtures (built datasets, a trained model) are built
+# once, not once per worker. The full suite balances test by test: test_train.py alone holds
+# most of its minutes.
 test-fast: setup-dev
-	$(PYTEST) -m "not slow" tests
+	$(PYTEST) --dist loadfile -m "not slow" tests
 
 lint: setup-dev
 	$(PY) -m ruff check .

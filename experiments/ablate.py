@@ -26,10 +26,10 @@ def main(argv):
   del argv
   config = _CONFIG.value
   common.start(config)
-  outdir = _OUTDIR.value or os.path.join(
-      "runs", f"ablate-{_SWEEP.value}-{common.config_name('-')}")
-  path = comparisons.ablate(config, _SWEEP.value, outdir, name=common.config_name(),
-                              command=common.command_line(sys.argv))
+  outdir = _OUTDIR.value or os.path.join("runs", f"ablate-{_SWEEP.value}-{common.config_name('-')}")
+  path = comparisons.ablate(
+    config, _SWEEP.value, outdir, name=common.config_name(), command=common.command_line(sys.argv)
+  )
   print(f"report: {path}")
 
 

@@ -45,28 +45,40 @@ from absl import app, flags
 
 from experiments import common  # noqa: F401  (quiet TensorFlow logs before JAX starts)
 
-_SECTIONS = flags.DEFINE_list("sections", ["peak", "train", "peers", "profile", "kernels",
-                                           "decode"],
-                              "sections to run")
+_SECTIONS = flags.DEFINE_list(
+  "sections", ["peak", "train", "peers", "profile", "kernels", "decode"], "sections to run"
+)
 _STEPS = flags.DEFINE_integer("steps", 5, "timed rounds per measurement")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed rounds first (at least 2 for training)")
 _SKIP_BASE = flags.DEFINE_bool("skip_base", False, "train section: bench-small only")
 _VARIANTS = flags.DEFINE_list("variants", None, "bench-small variants (default: all)")
-_BASE_VARIANTS = flags.DEFINE_list("base_variants", ["transformer", "weighted-split",
-                                                     "weighted-split-folded"],
-                                   "base-size variants")
-_BASE_BATCH = flags.DEFINE_integer("base_batch", 0, "base-size sentences; 0: the largest power "
-                                   "of two up to --max_base_batch whose step fits in memory")
-_MAX_BASE_BATCH = flags.DEFINE_integer("max_base_batch", None,
-                                       "cap of the automatic base batch (default: 32 on CPU, "
-                                       "where time, not memory, is the limit; 1024 elsewhere)")
-_PROFILE_VARIANTS = flags.DEFINE_list("profile_variants", ["transformer", "weighted-split"],
-                                      "profile section: bench-small variants to trace")
+_BASE_VARIANTS = flags.DEFINE_list(
+  "base_variants", ["transformer", "weighted-split", "weighted-split-folded"], "base-size variants"
+)
+_BASE_BATCH = flags.DEFINE_integer(
+  "base_batch",
+  0,
+  "base-size sentences; 0: the largest power "
+  "of two up to --max_base_batch whose step fits in memory",
+)
+_MAX_BASE_BATCH = flags.DEFINE_integer(
+  "max_base_batch",
+  None,
+  "cap of the automatic base batch (default: 32 on CPU, "
+  "where time, not memory, is the limit; 1024 elsewhere)",
+)
+_PROFILE_VARIANTS = flags.DEFINE_list(
+  "profile_variants",
+  ["transformer", "weighted-split"],
+  "profile section: bench-small variants to trace",
+)
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "model compute dtype")
-_LENGTHS = flags.DEFINE_list("attention_lengths", ["32", "64", "128", "256", "512"],
-                             "kernels section: sequence lengths")
-_ATTENTION_TOKENS = flags.DEFINE_integer("attention_tokens", 8192,
-                                         "kernels section: batch * length")
+_LENGTHS = flags.DEFINE_list(
+  "attention_lengths", ["32", "64", "128", "256", "512"], "kernels section: sequence lengths"
+)
+_ATTENTION_TOKENS = flags.DEFINE_integer(
+  "attention_tokens", 8192, "kernels section: batch * length"
+)
 _DECODE_BATCH = flags.DEFINE_integer("decode_batch", 32, "decode section: sentences")
 _DECODE_LEN = flags.DEFINE_integer("decode_len", 24, "decode section: source tokens")
 _DECODE_EXTRA = flags.DEFINE_integer("decode_extra", 8, "decode section: max_extra_len")
@@ -74,25 +86,32 @@ _JSON = flags.DEFINE_string("json", "docs/benchmarks.json", "results as JSON (''
 _MARKDOWN = flags.DEFINE_string("markdown", "docs/benchmarks.md", "tables ('' for none)")
 
 # name -> (vocab, d_model, d_ff, heads = branches, layers, sentences, source_len, target_len)
-SIZES = {"bench-small": (8192, 256, 1024, 8, 3, 32, 64, 64),
-         "base": (32768, 512, 2048, 8, 6, 0, 64, 64)}
+SIZES = {
+  "bench-small": (8192, 256, 1024, 8, 3, 32, 64, 64),
+  "base": (32768, 512, 2048, 8, 6, 0, 64, 64),
+}
 # name -> ModelConfig changes from the Transformer
-VARIANTS = {"transformer": {},
-            "weighted-split": dict(attention="weighted", branch_ffn="split"),
-            "weighted-split-folded": dict(attention="weighted", branch_ffn="split",
-                                          fold_branch_output=True),
-            "weighted-shared": dict(attention="weighted", branch_ffn="shared"),
-            "weighted-full": dict(attention="weighted", branch_ffn="full"),
-            "weighted-ffn-residual": dict(attention="weighted", branch_residual="ffn"),
-            "weighted-sublayers-residual": dict(attention="weighted",
-                                                branch_residual="sublayers"),
-            "weighted-per-branch-bias": dict(attention="weighted",
-                                             branch_output_bias="per_branch")}
-_PEERS = flags.DEFINE_list("peers", ["torch-eager", "torch-compile"],
-                           "peers section: PyTorch variants (torch-eager, torch-compile)")
-_PEER_VARIANTS = flags.DEFINE_list("peer_variants", ["transformer", "weighted-split"],
-                                   "peers section: wt bench-small variants timed with them")
-PROBE = 4096   # the matmul timed in every training round (as long as a small step)
+VARIANTS = {
+  "transformer": {},
+  "weighted-split": dict(attention="weighted", branch_ffn="split"),
+  "weighted-split-folded": dict(attention="weighted", branch_ffn="split", fold_branch_output=True),
+  "weighted-shared": dict(attention="weighted", branch_ffn="shared"),
+  "weighted-full": dict(attention="weighted", branch_ffn="full"),
+  "weighted-ffn-residual": dict(attention="weighted", branch_residual="ffn"),
+  "weighted-sublayers-residual": dict(attention="weighted", branch_residual="sublayers"),
+  "weighted-per-branch-bias": dict(attention="weighted", branch_output_bias="per_branch"),
+}
+_PEERS = flags.DEFINE_list(
+  "peers",
+  ["torch-eager", "torch-compile"],
+  "peers section: PyTorch variants (torch-eager, torch-compile)",
+)
+_PEER_VARIANTS = flags.DEFINE_list(
+  "peer_variants",
+  ["transformer", "weighted-split"],
+  "peers section: wt bench-small variants timed with them",
+)
+PROBE = 4096  # the matmul timed in every training round (as long as a small step)
 
 
 def _median(values):
@@ -126,26 +145,36 @@ def _matmul(n: int, dtype):
   """A blocking call of a jitted n x n x n matmul, and its FLOPs."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   matmul = jax.jit(jnp.matmul)
-  return (lambda: matmul(a, b).block_until_ready()), 2.0 * n ** 3
+  return (lambda: matmul(a, b).block_until_ready()), 2.0 * n**3
 
 
 def peak_section():
   """Practical matmul peak; bf16 too (CPUs without bf16 units emulate it, and it shows)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   calls, rows = {}, []
   for dtype in ("float32", "bfloat16"):
     for n in (2048, 4096):
       calls[(dtype, n)] = _matmul(n, getattr(jnp, dtype))
   times = interleaved({key: fn for key, (fn, _) in calls.items()}, _STEPS.value, 1)
   for (dtype, n), seconds in times.items():
-    rows.append(dict(dtype=dtype, n=n, seconds=_median(seconds),
-                     flops_per_second=calls[(dtype, n)][1] / _median(seconds)))
-  return {"matmuls": rows,
-          "float32": max(r["flops_per_second"] for r in rows if r["dtype"] == "float32"),
-          "bfloat16": max(r["flops_per_second"] for r in rows if r["dtype"] == "bfloat16")}
+    rows.append(
+      dict(
+        dtype=dtype,
+        n=n,
+        seconds=_median(seconds),
+        flops_per_second=calls[(dtype, n)][1] / _median(seconds),
+      )
+    )
+  return {
+    "matmuls": rows,
+    "float32": max(r["flops_per_second"] for r in rows if r["dtype"] == "float32"),
+    "bfloat16": max(r["flops_per_second"] for r in rows if r["dtype"] == "bfloat16"),
+  }
 
 
 # ------------------------------------------------------------------------------------------
@@ -154,18 +183,29 @@ def peak_section():
 
 def _model_config(size: str, variant: str):
   from wt import models  # pylint: disable=g-import-not-at-top
+
   vocab, d_model, d_ff, heads, layers = SIZES[size][:5]
-  return models.ModelConfig(vocab_size=vocab, d_model=d_model, d_ff=d_ff, num_heads=heads,
-                            num_branches=heads, num_layers=layers, dtype=_DTYPE.value,
-                            **VARIANTS[variant])
+  return models.ModelConfig(
+    vocab_size=vocab,
+    d_model=d_model,
+    d_ff=d_ff,
+    num_heads=heads,
+    num_branches=heads,
+    num_layers=layers,
+    dtype=_DTYPE.value,
+    **VARIANTS[variant],
+  )
 
 
 def _batch(vocab: int, batch: int, source_len: int, target_len: int, seed: int = 0):
   """Random full-length sentences (no padding): every position is a real token."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(seed)
-  return {"inputs": rng.integers(2, vocab, (batch, source_len)).astype(np.int32),
-          "targets": rng.integers(2, vocab, (batch, target_len)).astype(np.int32)}
+  return {
+    "inputs": rng.integers(2, vocab, (batch, source_len)).astype(np.int32),
+    "targets": rng.integers(2, vocab, (batch, target_len)).astype(np.int32),
+  }
 
 
 class StepRunner:
@@ -176,25 +216,32 @@ class StepRunner:
 
     from experiments.configs.base import get_base_config  # pylint: disable=g-import-not-at-top
     from wt import flops, models, optim, parallel, train  # pylint: disable=g-import-not-at-top
+
     optimizer, _ = optim.make_optimizer(get_base_config().train, model_config)
     one_device = parallel.data_parallel("shard_map", jax.devices()[:1])
     self.state = train.create_train_state(model_config, optimizer, 0, one_device)
     self.batch = one_device.device_batch(
-        _batch(model_config.vocab_size, batch, source_len, target_len))
+      _batch(model_config.vocab_size, batch, source_len, target_len)
+    )
     start = time.perf_counter()
-    self.compiled = train.compile_train_step(models.Transformer(model_config), optimizer, 0.1,
-                                             one_device, self.state, self.batch)
+    self.compiled = train.compile_train_step(
+      models.Transformer(model_config), optimizer, 0.1, one_device, self.state, self.batch
+    )
     self.compile_seconds = time.perf_counter() - start
     self.xla_flops = flops.compiled_flops(self.compiled)
-    self.closed_form_flops = flops.train_step_flops(model_config, batch, source_len,
-                                                    target_len)
+    self.closed_form_flops = flops.train_step_flops(model_config, batch, source_len, target_len)
     memory = self.compiled.memory_analysis()
-    self.peak_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-                       - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+    self.peak_bytes = (
+      memory.argument_size_in_bytes
+      + memory.output_size_in_bytes
+      - memory.alias_size_in_bytes
+      + memory.temp_size_in_bytes
+    )
     self.tokens = batch * target_len
 
   def __call__(self):
     import jax  # pylint: disable=g-import-not-at-top
+
     self.state, metrics = self.compiled(self.state, self.batch)
     jax.block_until_ready((self.state, metrics))
 
@@ -203,6 +250,7 @@ def _largest_batch(source_len: int, target_len: int):
   """(batch, runner): --base_batch, or the largest power of two up to the cap whose
   Transformer step fits in 80% of the device's (or host's) memory, with its compiled runner."""
   import jax  # pylint: disable=g-import-not-at-top
+
   config = _model_config("base", "transformer")
   if _BASE_BATCH.value:
     return _BASE_BATCH.value, None
@@ -224,33 +272,46 @@ def train_size(size: str, variants) -> dict:
   """Compiles every variant at `size`, then times their steps interleaved with the probe.
   The base size's batch is found first (see `_largest_batch`)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   batch, source_len, target_len = SIZES[size][5:]
   runners = {}
   if not batch:
     batch, runners["transformer"] = _largest_batch(source_len, target_len)
   for variant in variants:
     if runners.get(variant) is None:
-      runners[variant] = StepRunner(_model_config(size, variant), batch, source_len,
-                                    target_len)
-    print(f"  {size} {variant}: compiled in {runners[variant].compile_seconds:.1f} s",
-          file=sys.stderr)
+      runners[variant] = StepRunner(_model_config(size, variant), batch, source_len, target_len)
+    print(
+      f"  {size} {variant}: compiled in {runners[variant].compile_seconds:.1f} s", file=sys.stderr
+    )
   probe, probe_flops = _matmul(PROBE, jnp.float32)
   times = interleaved({"probe": probe, **runners}, _STEPS.value, max(_WARMUP.value, 2))
   peaks = [probe_flops / s for s in times["probe"]]
   rows = []
   for variant, runner in runners.items():
     steps = times[variant]
-    rows.append(dict(
-        variant=variant, batch=batch, source_len=source_len, target_len=target_len,
-        compile_seconds=runner.compile_seconds, step_seconds=_median(steps),
-        tokens_per_second=runner.tokens / _median(steps), xla_flops=runner.xla_flops,
-        closed_form_flops=runner.closed_form_flops, peak_bytes=runner.peak_bytes,
+    rows.append(
+      dict(
+        variant=variant,
+        batch=batch,
+        source_len=source_len,
+        target_len=target_len,
+        compile_seconds=runner.compile_seconds,
+        step_seconds=_median(steps),
+        tokens_per_second=runner.tokens / _median(steps),
+        xla_flops=runner.xla_flops,
+        closed_form_flops=runner.closed_form_flops,
+        peak_bytes=runner.peak_bytes,
         mfu=_median([runner.closed_form_flops / s / p for s, p in zip(steps, peaks)]),
         mfu_xla=_median([runner.xla_flops / s / p for s, p in zip(steps, peaks)]),
         best_mfu=runner.closed_form_flops / min(steps) / max(peaks),
-        ratio_to_transformer=(_median([s / t for s, t in zip(steps, times["transformer"])])
-                              if "transformer" in times else None),
-        step_seconds_all=steps))
+        ratio_to_transformer=(
+          _median([s / t for s, t in zip(steps, times["transformer"])])
+          if "transformer" in times
+          else None
+        ),
+        step_seconds_all=steps,
+      )
+    )
   return {"size": size, "probe_flops_per_second": _median(peaks), "variants": rows}
 
 
@@ -265,26 +326,37 @@ def train_section():
 # Profile: time by kind of operation, from the trace of the compiled step's HLO ops.
 
 # (kind, pattern on the op's JAX name), first match wins; matmuls are told apart by name.
-KINDS = (("logits matmul (and its gradients)", r"(attend|tied_logits)/.*dot_general|"
-          r"tied_logits/transpose"),
-         ("loss: softmax cross entropy over the vocabulary",
-          r"label_smoothed_cross_entropy|log_softmax|argmax|/reduce_max|iota"),
-         ("Q/K/V/output projections (matmuls)", r"(query|key|value|out)/dot_general|hdm->"),
-         ("attention scores and values (matmuls)", r"BTNH.*dot_general|BNTS.*dot_general|"
-          r"bqhd,bkhd|bhqk,bkhd"),
-         ("attention softmax, masks, transposes", r"heads/"),
-         ("feed-forward (matmuls)", r"(ffn/.*|hmf|hfm|hdf)[^/]*/dot_general"),
-         ("feed-forward bias, ReLU, layouts", r"ffn/|hmf|hfm|hdf|relu"),
-         ("layer norm", r"_norm/"),
-         ("dropout", r"Dropout|bernoulli|threefry|random"),
-         ("optimizer update", r"optax|adam|params\[|apply_updates|simplex"))
+KINDS = (
+  (
+    "logits matmul (and its gradients)",
+    r"(attend|tied_logits)/.*dot_general|"
+    r"tied_logits/transpose",
+  ),
+  (
+    "loss: softmax cross entropy over the vocabulary",
+    r"label_smoothed_cross_entropy|log_softmax|argmax",
+  ),
+  ("Q/K/V/output projections (matmuls)", r"(query|key|value|out)/(transpose/)?dot_general|hdm->"),
+  (
+    "attention scores and values (matmuls)",
+    r"BTNH.*dot_general|BNTS.*dot_general|"
+    r"bqhd,bkhd|bhqk,bkhd",
+  ),
+  ("attention softmax, masks, transposes", r"heads/"),
+  ("feed-forward (matmuls)", r"(ffn/.*|hmf|hfm|hdf)[^/]*/dot_general"),
+  ("feed-forward bias, ReLU, layouts", r"ffn/|hmf|hfm|hdf|relu"),
+  ("layer norm", r"_norm/"),
+  ("dropout", r"Dropout|bernoulli|threefry|random"),
+  ("optimizer update", r"optax|adam|params\[|apply_updates|simplex"),
+)
 
 
 def _hlo_names(hlo_text: str) -> dict:
   """{instruction name: JAX op name} from the compiled HLO's metadata."""
   names = {}
-  for match in re.finditer(r"^\s*(?:ROOT )?%(\S+) = .*?op_name=\"([^\"]*)\"", hlo_text,
-                           re.MULTILINE):
+  for match in re.finditer(
+    r"^\s*(?:ROOT )?%(\S+) = .*?op_name=\"([^\"]*)\"", hlo_text, re.MULTILINE
+  ):
     names[match.group(1)] = match.group(2)
   return names
 
@@ -293,35 +365,56 @@ def peers_section() -> dict:
   """wt's bench-small steps against PyTorch's, interleaved (experiments/peers/compare.py)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  from experiments.peers import compare, process  # pylint: disable=g-import-not-at-top
+  from experiments.peers import compare  # pylint: disable=g-import-not-at-top
   from wt import flops  # pylint: disable=g-import-not-at-top
-  skipped = process.missing_torch_message()
+
+  skipped = compare.skipped_without_torch()
   if skipped:
-    print(f"  {skipped}", file=sys.stderr)
-    return {"skipped": skipped}
+    return skipped
   unknown = sorted(set(_PEERS.value) - {"torch-eager", "torch-compile"})
   if unknown:
     raise app.UsageError(f"unknown peer(s) {unknown}; choose from torch-eager, torch-compile")
   vocab, d_model, d_ff, heads, layers, batch, source_len, target_len = SIZES["bench-small"]
-  runners = {v: StepRunner(_model_config("bench-small", v), batch, source_len, target_len)
-             for v in _PEER_VARIANTS.value}
+  runners = {
+    v: StepRunner(_model_config("bench-small", v), batch, source_len, target_len)
+    for v in _PEER_VARIANTS.value
+  }
   probe, probe_flops = _matmul(PROBE, jnp.float32)
-  sizes = dict(vocab=vocab, d_model=d_model, heads=heads, d_ff=d_ff, layers=layers,
-               batch=batch, source_len=source_len, target_len=target_len, probe=PROBE)
+  sizes = dict(
+    vocab=vocab,
+    d_model=d_model,
+    heads=heads,
+    d_ff=d_ff,
+    layers=layers,
+    batch=batch,
+    source_len=source_len,
+    target_len=target_len,
+    probe=PROBE,
+  )
   rows = compare.time_against_peers(
-      {f"wt {v}": (lambda r=r: _timed(r), r.closed_form_flops, r.compile_seconds)
-       for v, r in runners.items()}, lambda: _timed(probe), probe_flops, _PEERS.value,
-      [f"--{k}={v}" for k, v in sizes.items()],
-      flops.train_step_flops(_model_config("bench-small", "transformer"), batch, source_len,
-                             target_len), _STEPS.value, max(_WARMUP.value, 2))
+    {
+      f"wt {v}": (lambda r=r: _timed(r), r.closed_form_flops, r.compile_seconds)
+      for v, r in runners.items()
+    },
+    lambda: _timed(probe),
+    probe_flops,
+    _PEERS.value,
+    [f"--{k}={v}" for k, v in sizes.items()],
+    flops.train_step_flops(
+      _model_config("bench-small", "transformer"), batch, source_len, target_len
+    ),
+    _STEPS.value,
+    max(_WARMUP.value, 2),
+  )
   description = (
-      f"bench-small ({batch} x ({source_len} + {target_len}) tokens, f32, dropout 0.1, label "
-      f"smoothing 0.1, Adam), {_STEPS.value} rounds. Each process times its own {PROBE}^2 f32 "
-      f"matmul in every round; MFU: the model's matmul FLOPs (closed form, wt/flops.py: the "
-      f"same count for every implementation of a model) per second against that process's "
-      f"matmul; x torch eager: median over rounds of the step-time ratio to PyTorch eager in "
-      f"the same round. startup: wt's compile, PyTorch's first step (torch.compile's "
-      f"compilation). torch threads: 2.")
+    f"bench-small ({batch} x ({source_len} + {target_len}) tokens, f32, dropout 0.1, label "
+    f"smoothing 0.1, Adam), {_STEPS.value} rounds. Each process times its own {PROBE}^2 f32 "
+    f"matmul in every round; MFU: the model's matmul FLOPs (closed form, wt/flops.py: the "
+    f"same count for every implementation of a model) per second against that process's "
+    f"matmul; x torch eager: median over rounds of the step-time ratio to PyTorch eager in "
+    f"the same round. startup: wt's compile, PyTorch's first step (torch.compile's "
+    f"compilation). torch threads: 2."
+  )
   return {"description": description, "rows": rows}
 
 
@@ -332,6 +425,7 @@ def profile_section():
 def profile_variant(variant: str, steps: int = 2):
   """Traces `steps` steps of a bench-small model and sums op time by kind."""
   import jax  # pylint: disable=g-import-not-at-top
+
   runner = StepRunner(_model_config("bench-small", variant), *SIZES["bench-small"][5:])
   for _ in range(2):
     runner()
@@ -339,8 +433,12 @@ def profile_variant(variant: str, steps: int = 2):
   with tempfile.TemporaryDirectory() as folder:
     with jax.profiler.trace(folder, create_perfetto_trace=True):
       wall = sum(_timed(runner) for _ in range(steps)) / steps
-    path = next(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
-                if f == "perfetto_trace.json.gz")
+    path = next(
+      os.path.join(d, f)
+      for d, _, files in os.walk(folder)
+      for f in files
+      if f == "perfetto_trace.json.gz"
+    )
     with gzip.open(path) as f:
       trace = json.load(f)
   events = trace["traceEvents"] if isinstance(trace, dict) else trace
@@ -349,14 +447,25 @@ def profile_variant(variant: str, steps: int = 2):
     if event.get("ph") != "X" or event["name"] not in names:
       continue
     op_name = names[event["name"]]
+    if event["name"].startswith("dot") and "dot_general" not in op_name:
+      op_name += "/dot_general"  # a weight gradient's dot, named after its transpose
     kind = next((k for k, pattern in KINDS if re.search(pattern, op_name)), "other")
     by_kind[kind] += event.get("dur", 0) / 1e6 / steps
   busy = sum(by_kind.values())
-  matmul_ops = [e for e in events if e.get("ph") == "X" and e["name"] in names and
-                "dot_general" in names[e["name"]]]
-  return {"variant": variant, "step_seconds": wall, "op_seconds": busy,
-          "matmul_op_seconds": sum(e.get("dur", 0) for e in matmul_ops) / 1e6 / steps,
-          "kinds": [dict(kind=k, seconds=v, share=v / busy) for k, v in by_kind.most_common()]}
+  matmul_ops = [
+    e
+    for e in events
+    if e.get("ph") == "X"
+    and e["name"] in names
+    and ("dot_general" in names[e["name"]] or e["name"].startswith("dot"))
+  ]
+  return {
+    "variant": variant,
+    "step_seconds": wall,
+    "op_seconds": busy,
+    "matmul_op_seconds": sum(e.get("dur", 0) for e in matmul_ops) / 1e6 / steps,
+    "kinds": [dict(kind=k, seconds=v, share=v / busy) for k, v in by_kind.most_common()],
+  }
 
 
 # ------------------------------------------------------------------------------------------
@@ -367,7 +476,9 @@ def kernels_section():
   """Attention at base-size heads (8 x 64), batch * length = --attention_tokens."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from wt import kernels  # pylint: disable=g-import-not-at-top
+
   rows = []
   for length in map(int, _LENGTHS.value):
     batch = max(_ATTENTION_TOKENS.value // length, 1)
@@ -378,28 +489,41 @@ def kernels_section():
     for impl in (None, "einsum"):
       attend = functools.partial(kernels.dot_product_attention, mask=mask, implementation=impl)
       forward = jax.jit(attend)
-      backward = jax.jit(jax.grad(lambda q, k, v, f=attend: jnp.sum(f(q, k, v) ** 2),
-                                  argnums=(0, 1, 2)))
+      backward = jax.jit(
+        jax.grad(lambda q, k, v, f=attend: jnp.sum(f(q, k, v) ** 2), argnums=(0, 1, 2))
+      )
       name = impl or "jax.nn"
-      calls[(name, "forward")] = lambda f=forward: f(q, k, v).block_until_ready()
-      calls[(name, "forward+backward")] = lambda f=backward: jax.block_until_ready(f(q, k, v))
+      calls[(name, "forward")] = lambda f=forward, a=(q, k, v): f(*a).block_until_ready()
+      calls[(name, "forward+backward")] = lambda f=backward, a=(q, k, v): jax.block_until_ready(
+        f(*a)
+      )
     times = interleaved(calls, _STEPS.value, 1)
     forward_flops = 4.0 * batch * length * length * 512
     for pass_ in ("forward", "forward+backward"):
       fast, slow = _median(times[("jax.nn", pass_)]), _median(times[("einsum", pass_)])
       flops = forward_flops * (1 if pass_ == "forward" else 3)
-      rows.append(dict(length=length, batch=batch, pass_=pass_, jax_nn_seconds=fast,
-                       einsum_seconds=slow, einsum_over_jax_nn=_median(
-                           [s / f for s, f in zip(times[("einsum", pass_)],
-                                                  times[("jax.nn", pass_)])]),
-                       jax_nn_flops_per_second=flops / fast))
+      rows.append(
+        dict(
+          length=length,
+          batch=batch,
+          pass_=pass_,
+          jax_nn_seconds=fast,
+          einsum_seconds=slow,
+          einsum_over_jax_nn=_median(
+            [s / f for s, f in zip(times[("einsum", pass_)], times[("jax.nn", pass_)])]
+          ),
+          jax_nn_flops_per_second=flops / fast,
+        )
+      )
   return rows
 
 
 def decode_section():
   """Greedy and beam-4 sentences/s of the bench-small models, random weights, interleaved."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from wt import decode, models  # pylint: disable=g-import-not-at-top
+
   inputs = _batch(SIZES["bench-small"][0], _DECODE_BATCH.value, _DECODE_LEN.value, 1)["inputs"]
   inputs[:, -1] = decode.EOS
   calls = {}
@@ -407,15 +531,23 @@ def decode_section():
     config = _model_config("bench-small", variant)
     model, params = models.Transformer(config), models.init_params(config, jax.random.key(0))
     for method, beam in (("greedy", 1), ("beam", 4)):
-      fn = decode.make_decode_fn(model, method=method, beam_size=beam,
-                                 max_extra_len=_DECODE_EXTRA.value)
+      fn = decode.make_decode_fn(
+        model, method=method, beam_size=beam, max_extra_len=_DECODE_EXTRA.value
+      )
       calls[(variant, f"{method}-{beam}" if method == "beam" else method)] = (
-          lambda fn=fn, params=params: jax.block_until_ready(fn(params, inputs)))
+        lambda fn=fn, params=params: jax.block_until_ready(fn(params, inputs))
+      )
   times = interleaved(calls, _STEPS.value, 1)
-  return [dict(variant=variant, method=method, seconds=_median(seconds),
-               sentences_per_second=len(inputs) / _median(seconds),
-               output_tokens=len(inputs) * (_DECODE_LEN.value + _DECODE_EXTRA.value))
-          for (variant, method), seconds in times.items()]
+  return [
+    dict(
+      variant=variant,
+      method=method,
+      seconds=_median(seconds),
+      sentences_per_second=len(inputs) / _median(seconds),
+      output_tokens=len(inputs) * (_DECODE_LEN.value + _DECODE_EXTRA.value),
+    )
+    for (variant, method), seconds in times.items()
+  ]
 
 
 # ------------------------------------------------------------------------------------------
@@ -460,11 +592,17 @@ Measured while tuning, on the 2-core CPU of docs/benchmarks.md (interleaved, rat
 
 def machine() -> dict:
   import jax  # pylint: disable=g-import-not-at-top
+
   device = jax.devices()[0]
-  return {"backend": jax.default_backend(), "device": device.device_kind,
-          "devices": jax.device_count(), "cpus": os.cpu_count(),
-          "processor": platform.processor() or platform.machine(), "jax": jax.__version__,
-          "python": platform.python_version()}
+  return {
+    "backend": jax.default_backend(),
+    "device": device.device_kind,
+    "devices": jax.device_count(),
+    "cpus": os.cpu_count(),
+    "processor": platform.processor() or platform.machine(),
+    "jax": jax.__version__,
+    "python": platform.python_version(),
+  }
 
 
 def _table(header, rows) -> list[str]:
@@ -474,71 +612,148 @@ def _table(header, rows) -> list[str]:
 
 def markdown(results: dict) -> str:
   g = lambda x: f"{x / 1e9:.1f}"
-  out = ["# Benchmarks", "", f"Command: `{results['command']}`  ", "Machine: " + ", ".join(
-      f"{k} {v}" for k, v in results["machine"].items()), ""]
+  out = [
+    "# Benchmarks",
+    "",
+    f"Command: `{results['command']}`  ",
+    "Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()),
+    "",
+  ]
   if "peak" in results:
     peak = results["peak"]
-    out += ["## Matmul peak", ""] + _table(
+    out += (
+      ["## Matmul peak", ""]
+      + _table(
         ["dtype", "n", "ms", "GFLOP/s"],
-        [(r["dtype"], r["n"], f"{r['seconds'] * 1e3:.0f}", g(r["flops_per_second"]))
-         for r in peak["matmuls"]]) + [""]
+        [
+          (r["dtype"], r["n"], f"{r['seconds'] * 1e3:.0f}", g(r["flops_per_second"]))
+          for r in peak["matmuls"]
+        ],
+      )
+      + [""]
+    )
   for size in results.get("train", []):
     first = size["variants"][0]
-    out += [f"## Training step, {size['size']} ({first['batch']} sentences x "
-            f"{first['source_len']} + {first['target_len']} tokens, {_DTYPE.value})", "",
-            f"MFU: the model's matmul FLOPs (closed form, wt/flops.py) per second against the "
-            f"{PROBE}^2 f32 matmul timed in the same rounds "
-            f"({g(size['probe_flops_per_second'])} GFLOP/s, median), the median over rounds "
-            f"(MFU XLA: with XLA's count, which also counts element-wise work, the dropout "
-            f"hash's integer operations included); best MFU: fastest step against fastest "
-            f"matmul (the machine unshared). x Transformer: median over rounds of the step-time "
-            f"ratio.", ""]
+    out += [
+      f"## Training step, {size['size']} ({first['batch']} sentences x "
+      f"{first['source_len']} + {first['target_len']} tokens, {_DTYPE.value})",
+      "",
+      f"MFU: the model's matmul FLOPs (closed form, wt/flops.py) per second against the "
+      f"{PROBE}^2 f32 matmul timed in the same rounds "
+      f"({g(size['probe_flops_per_second'])} GFLOP/s, median), the median over rounds "
+      f"(MFU XLA: with XLA's count, which also counts element-wise work, the dropout "
+      f"hash's integer operations included); best MFU: fastest step against fastest "
+      f"matmul (the machine unshared). x Transformer: median over rounds of the step-time "
+      f"ratio.",
+      "",
+    ]
     out += _table(
-        ["model", "step s", "x Transformer", "target tok/s", "GFLOP XLA", "GFLOP closed form",
-         "MFU", "MFU XLA", "best MFU", "peak memory MiB", "compile s"],
-        [(r["variant"], f"{r['step_seconds']:.3f}",
+      [
+        "model",
+        "step s",
+        "x Transformer",
+        "target tok/s",
+        "GFLOP XLA",
+        "GFLOP closed form",
+        "MFU",
+        "MFU XLA",
+        "best MFU",
+        "peak memory MiB",
+        "compile s",
+      ],
+      [
+        (
+          r["variant"],
+          f"{r['step_seconds']:.3f}",
           "" if r["ratio_to_transformer"] is None else f"{r['ratio_to_transformer']:.3f}",
-          f"{r['tokens_per_second']:.0f}", g(r["xla_flops"]), g(r["closed_form_flops"]),
-          f"{r['mfu']:.2f}", f"{r['mfu_xla']:.2f}", f"{r['best_mfu']:.2f}",
-          f"{r['peak_bytes'] / 2 ** 20:.0f}",
-          f"{r['compile_seconds']:.1f}")
-         for r in size["variants"]]) + [""]
+          f"{r['tokens_per_second']:.0f}",
+          g(r["xla_flops"]),
+          g(r["closed_form_flops"]),
+          f"{r['mfu']:.2f}",
+          f"{r['mfu_xla']:.2f}",
+          f"{r['best_mfu']:.2f}",
+          f"{r['peak_bytes'] / 2**20:.0f}",
+          f"{r['compile_seconds']:.1f}",
+        )
+        for r in size["variants"]
+      ],
+    ) + [""]
   for prof in results.get("profile", []):
-    out += [f"## Where the bench-small {prof['variant']} step goes", "",
-            f"Step {prof['step_seconds']:.3f} s (traced); op time summed over threads "
-            f"{prof['op_seconds']:.3f} s, of which matmuls {prof['matmul_op_seconds']:.3f} s.",
-            ""] + _table(["kind of op (JAX name)", "s per step", "share"],
-                         [(r["kind"], f"{r['seconds']:.3f}", f"{r['share']:.0%}")
-                          for r in prof["kinds"]]) + [""]
+    out += (
+      [
+        f"## Where the bench-small {prof['variant']} step goes",
+        "",
+        f"Step {prof['step_seconds']:.3f} s (traced); op time summed over threads "
+        f"{prof['op_seconds']:.3f} s, of which matmuls {prof['matmul_op_seconds']:.3f} s.",
+        "",
+      ]
+      + _table(
+        ["kind of op (JAX name)", "s per step", "share"],
+        [(r["kind"], f"{r['seconds']:.3f}", f"{r['share']:.0%}") for r in prof["kinds"]],
+      )
+      + [""]
+    )
   if "kernels" in results:
-    out += ["## Attention kernels (8 heads x 64, key padding mask, f32)", ""] + _table(
-        ["length", "batch", "pass", "jax.nn ms", "einsum ms", "einsum / jax.nn",
-         "jax.nn GFLOP/s"],
-        [(r["length"], r["batch"], r["pass_"], f"{r['jax_nn_seconds'] * 1e3:.1f}",
-          f"{r['einsum_seconds'] * 1e3:.1f}", f"{r['einsum_over_jax_nn']:.2f}",
-          g(r["jax_nn_flops_per_second"])) for r in results["kernels"]]) + [""]
+    out += (
+      ["## Attention kernels (8 heads x 64, key padding mask, f32)", ""]
+      + _table(
+        ["length", "batch", "pass", "jax.nn ms", "einsum ms", "einsum / jax.nn", "jax.nn GFLOP/s"],
+        [
+          (
+            r["length"],
+            r["batch"],
+            r["pass_"],
+            f"{r['jax_nn_seconds'] * 1e3:.1f}",
+            f"{r['einsum_seconds'] * 1e3:.1f}",
+            f"{r['einsum_over_jax_nn']:.2f}",
+            g(r["jax_nn_flops_per_second"]),
+          )
+          for r in results["kernels"]
+        ],
+      )
+      + [""]
+    )
   if "peers" in results:
     from experiments.peers import compare  # pylint: disable=g-import-not-at-top
+
     out += compare.markdown(results["peers"])
   if "decode" in results:
-    out += [f"## Decoding, bench-small, random weights ({_DECODE_BATCH.value} sentences of "
-            f"{_DECODE_LEN.value} tokens, up to {_DECODE_LEN.value + _DECODE_EXTRA.value} "
-            f"output tokens each)", ""] + _table(
-                ["model", "method", "s per batch", "sentences/s"],
-                [(r["variant"], r["method"], f"{r['seconds']:.2f}",
-                  f"{r['sentences_per_second']:.1f}") for r in results["decode"]]) + [""]
+    out += (
+      [
+        f"## Decoding, bench-small, random weights ({_DECODE_BATCH.value} sentences of "
+        f"{_DECODE_LEN.value} tokens, up to {_DECODE_LEN.value + _DECODE_EXTRA.value} "
+        f"output tokens each)",
+        "",
+      ]
+      + _table(
+        ["model", "method", "s per batch", "sentences/s"],
+        [
+          (r["variant"], r["method"], f"{r['seconds']:.2f}", f"{r['sentences_per_second']:.1f}")
+          for r in results["decode"]
+        ],
+      )
+      + [""]
+    )
   return "\n".join(out)
 
 
 def main(argv):
   del argv
-  sections = {"peak": peak_section, "train": train_section, "peers": peers_section,
-              "profile": profile_section, "kernels": kernels_section, "decode": decode_section}
+  sections = {
+    "peak": peak_section,
+    "train": train_section,
+    "peers": peers_section,
+    "profile": profile_section,
+    "kernels": kernels_section,
+    "decode": decode_section,
+  }
   unknown = sorted(set(_SECTIONS.value) - set(sections))
   if unknown:
     raise app.UsageError(f"unknown section(s) {unknown}; choose from {sorted(sections)}")
-  results = {"command": "python -m experiments.bench " + " ".join(sys.argv[1:]),
-             "machine": machine()}
+  results = {
+    "command": "python -m experiments.bench " + " ".join(sys.argv[1:]),
+    "machine": machine(),
+  }
   for name in _SECTIONS.value:
     print(f"{name} ...", file=sys.stderr)
     results[name] = sections[name]()

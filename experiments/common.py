@@ -34,6 +34,7 @@ def start(config=None, *, quiet: bool = False) -> None:
   an explicit --verbosity (-v) wins over both (e.g. --verbosity=0: INFO, -1: warnings only)."""
   import jax  # pylint: disable=g-import-not-at-top
   from absl import flags, logging  # pylint: disable=g-import-not-at-top
+
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING if quiet else logging.INFO)
   logging.get_absl_handler().addFilter(_DropLibraryChatter())
@@ -41,11 +42,13 @@ def start(config=None, *, quiet: bool = False) -> None:
     _exit_if_invalid(config)
   if os.environ.get("WT_COMPILATION_CACHE", "1") != "0":
     from wt.data.cache import resolve_cache_dir  # pylint: disable=g-import-not-at-top
+
     cache_dir = config.data.cache_dir if config is not None else None
     cache = pathlib.Path(resolve_cache_dir(cache_dir)) / "jax"
     jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   from wt import distributed  # pylint: disable=g-import-not-at-top
+
   distributed.initialize(None if config is None else config.distributed)
   if config is not None:
     distributed.apply_backend_defaults(config)
@@ -56,6 +59,7 @@ def _exit_if_invalid(config) -> None:
   cannot work (experiments/configs/base.py's validate), before anything loads or compiles."""
   from experiments.configs import base  # pylint: disable=g-import-not-at-top
   from wt.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+
   try:
     base.validate(config)
   except ConfigError as error:
@@ -63,8 +67,9 @@ def _exit_if_invalid(config) -> None:
 
 
 def config_name(separator: str = ":") -> str:
-  """"multi30k:quick" for --config experiments/configs/multi30k.py:quick (flags parsed)."""
+  """ "multi30k:quick" for --config experiments/configs/multi30k.py:quick (flags parsed)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   path, _, variant = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")
   stem = pathlib.Path(path).stem
   return f"{stem}{separator}{variant}" if variant else stem
@@ -88,9 +93,11 @@ def define_trained_run_flags():
   pick a trained run and decode with it. Returns a function of the loaded
   `evaluation.TrainedModel` that gives the decode config with the flags applied."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   flags.DEFINE_string("workdir", None, "a training run's workdir")
-  flags.DEFINE_integer("average_last", None, "average the last n checkpoints (default: the "
-                       "run's decode.average_last)")
+  flags.DEFINE_integer(
+    "average_last", None, "average the last n checkpoints (default: the run's decode.average_last)"
+  )
   flags.DEFINE_integer("beam_size", None, "beam size, 1 = greedy (default: the run's)")
   flags.DEFINE_float("length_penalty", None, "GNMT length penalty alpha (default: the run's)")
   flags.mark_flags_as_required(["workdir"])
@@ -112,7 +119,9 @@ def replace_section(path: str, name: str, text: str) -> None:
   begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
   pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
   if not pattern.search(document):
-    raise SystemExit(f"{path} has no {begin} ... {end} section to replace; add the two "
-                     f"markers where the table goes, then rerun")
+    raise SystemExit(
+      f"{path} has no {begin} ... {end} section to replace; add the two "
+      f"markers where the table goes, then rerun"
+    )
   document = pattern.sub(lambda _: f"{begin}\n{text}\n{end}", document, count=1)
   pathlib.Path(path).write_text(document, encoding="utf-8")

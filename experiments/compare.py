@@ -26,8 +26,9 @@ def main(argv):
   config = _CONFIG.value
   common.start(config)
   outdir = _OUTDIR.value or os.path.join("runs", f"compare-{common.config_name('-')}")
-  path = comparisons.compare(config, outdir, name=common.config_name(),
-                                 command=common.command_line(sys.argv))
+  path = comparisons.compare(
+    config, outdir, name=common.config_name(), command=common.command_line(sys.argv)
+  )
   print(f"report: {path}")
 
 

@@ -21,6 +21,7 @@ def _test_sets(config) -> dict:
   """{split: (sources, references)} of config.compare.splits, from the raw data; read before
   anything trains, so that a split the dataset lacks fails at once."""
   from wt import data as data_lib  # pylint: disable=g-import-not-at-top
+
   data = data_lib.load_translation_data(config.data)
   return {split: tuple(data.raw_split(split)) for split in config.compare.splits}
 
@@ -29,22 +30,30 @@ def _interleave(config) -> int:
   return config.compare.interleave_steps if config.compare.interleave else 0
 
 
-def compare(config, outdir: str, *, name: str, command: str,
-            attention_maps: bool = True) -> str:
+def compare(config, outdir: str, *, name: str, command: str, attention_maps: bool = True) -> str:
   """Runs (or resumes) the comparison in `outdir`; returns the report's path."""
   from experiments import jobs, report  # pylint: disable=g-import-not-at-top
+
   test_sets = _test_sets(config)
-  runs = [jobs.Job(f"{attention}/seed{seed}",
-                   common.with_overrides(config, {"model.attention": attention,
-                                                  "train.seed": seed}),
-                   os.path.join(outdir, attention, f"seed{seed}"))
-          for attention in config.compare.models for seed in config.compare.seeds]
-  results = jobs.run_jobs(runs, splits=config.compare.splits,
-                          interleave_steps=_interleave(config))
-  return report.compare_report(results, outdir, command=command,
-                               title=f"Transformer vs Weighted Transformer: {name}",
-                               test_sets=test_sets, notes=config.compare.notes,
-                               attention_maps=attention_maps)
+  runs = [
+    jobs.Job(
+      f"{attention}/seed{seed}",
+      common.with_overrides(config, {"model.attention": attention, "train.seed": seed}),
+      os.path.join(outdir, attention, f"seed{seed}"),
+    )
+    for attention in config.compare.models
+    for seed in config.compare.seeds
+  ]
+  results = jobs.run_jobs(runs, splits=config.compare.splits, interleave_steps=_interleave(config))
+  return report.compare_report(
+    results,
+    outdir,
+    command=command,
+    title=f"Transformer vs Weighted Transformer: {name}",
+    test_sets=test_sets,
+    notes=config.compare.notes,
+    attention_maps=attention_maps,
+  )
 
 
 def _slug(overrides) -> str:
@@ -64,17 +73,19 @@ def _job_folder(outdir: str, slugs: list[str]) -> str:
 
 
 def evaluation_name(point: sweeps.Point) -> str:
-  """"default" for a point evaluated as trained, else its label (test-time changes)."""
+  """ "default" for a point evaluated as trained, else its label (test-time changes)."""
   return point.label if point.test else "default"
 
 
-def ablate(config, sweep: str, outdir: str, *, name: str, command: str,
-           attention_maps: bool = True) -> str:
+def ablate(
+  config, sweep: str, outdir: str, *, name: str, command: str, attention_maps: bool = True
+) -> str:
   """Runs (or resumes) every point of `sweep` for every seed; returns the report's path."""
   from experiments import jobs, report  # pylint: disable=g-import-not-at-top
+
   points = sweeps.SWEEPS[sweep]
   test_sets = _test_sets(config)
-  by_training = {}   # points that train the same model share one job per seed
+  by_training = {}  # points that train the same model share one job per seed
   for point in points:
     key = _training_key(common.with_overrides(config, point.train))
     by_training.setdefault(key, []).append(point)
@@ -82,16 +93,23 @@ def ablate(config, sweep: str, outdir: str, *, name: str, command: str,
   for shared in by_training.values():
     folder = _job_folder(outdir, [_slug(p.train) for p in shared])
     for seed in config.compare.seeds:
-      job = jobs.Job(f"{folder}/seed{seed}",
-                     common.with_overrides(config, {**shared[0].train, "train.seed": seed}),
-                     os.path.join(outdir, folder, f"seed{seed}"),
-                     {evaluation_name(p): dict(p.test) for p in shared})
+      job = jobs.Job(
+        f"{folder}/seed{seed}",
+        common.with_overrides(config, {**shared[0].train, "train.seed": seed}),
+        os.path.join(outdir, folder, f"seed{seed}"),
+        {evaluation_name(p): dict(p.test) for p in shared},
+      )
       runs.append(job)
       for p in shared:
         job_of.setdefault(p.label, []).append(len(runs) - 1)
-  results = jobs.run_jobs(runs, splits=config.compare.splits,
-                          interleave_steps=_interleave(config))
+  results = jobs.run_jobs(runs, splits=config.compare.splits, interleave_steps=_interleave(config))
   rows = [(p.label, [results[i] for i in job_of[p.label]], evaluation_name(p)) for p in points]
-  return report.sweep_report(rows, outdir, command=command, title=f"Ablation {sweep}: {name}",
-                             test_sets=test_sets, baselines=sweeps.BASELINES,
-                             attention_maps=attention_maps)
+  return report.sweep_report(
+    rows,
+    outdir,
+    command=command,
+    title=f"Ablation {sweep}: {name}",
+    test_sets=test_sets,
+    baselines=sweeps.BASELINES,
+    attention_maps=attention_maps,
+  )

@@ -27,11 +27,18 @@ from experiments import common, significance
 
 _decode_config = common.define_trained_run_flags()
 _SPLIT = flags.DEFINE_string("split", "test", "split to translate (e.g. validation, test)")
-_BRANCH = flags.DEFINE_enum("test_branch_weights", "learned", ["learned", "uniform", "random"],
-                            "kappa/alpha at test time (weighted models)")
-_BASELINE = flags.DEFINE_string("baseline_translations", None,
-                                "translations of the same split by another system: paired "
-                                "significance tests of this run against them")
+_BRANCH = flags.DEFINE_enum(
+  "test_branch_weights",
+  "learned",
+  ["learned", "uniform", "random"],
+  "kappa/alpha at test time (weighted models)",
+)
+_BASELINE = flags.DEFINE_string(
+  "baseline_translations",
+  None,
+  "translations of the same split by another system: paired "
+  "significance tests of this run against them",
+)
 FLAGS = flags.FLAGS
 
 
@@ -39,15 +46,19 @@ def main(argv):
   del argv
   common.start(None, quiet=True)
   import jax  # pylint: disable=g-import-not-at-top
+
   from wt import evaluation  # pylint: disable=g-import-not-at-top
+
   workdir = FLAGS.workdir
-  trained = evaluation.load_trained(workdir, average_last=FLAGS.average_last,
-                                    test_branch_weights=_BRANCH.value)
+  trained = evaluation.load_trained(
+    workdir, average_last=FLAGS.average_last, test_branch_weights=_BRANCH.value
+  )
   average = FLAGS.average_last or trained.config.decode.average_last
   decode_config = _decode_config(trained)
-  result = evaluation.evaluate_split(trained.model, trained.params, trained.data, _SPLIT.value,
-                                     decode_config)
-  if jax.process_index() != 0:   # every process decoded its share; one writes and prints
+  result = evaluation.evaluate_split(
+    trained.model, trained.params, trained.data, _SPLIT.value, decode_config
+  )
+  if jax.process_index() != 0:  # every process decoded its share; one writes and prints
     return
   tag = f"avg{average}.beam{decode_config.beam_size}.{_BRANCH.value}"
   outdir = os.path.join(workdir, "eval")
@@ -58,8 +69,7 @@ def main(argv):
     with open(_BASELINE.value, encoding="utf-8") as f:
       baseline = f.read().split("\n")[:-1]
     paired = significance.paired_test(baseline, result["translations"], references)
-    result["paired_test"] = {"baseline_translations": _BASELINE.value,
-                             **dataclasses.asdict(paired)}
+    result["paired_test"] = {"baseline_translations": _BASELINE.value, **dataclasses.asdict(paired)}
   with open(os.path.join(outdir, f"{_SPLIT.value}.{tag}.txt"), "w", encoding="utf-8") as f:
     f.writelines(line + "\n" for line in result.pop("translations"))
   result.pop("sources")
@@ -69,15 +79,19 @@ def main(argv):
   print(f"chrF {result['chrf']:.2f}  ({result['chrf_signature']})")
   print(f"length ratio {result['length_ratio']:.3f} (hypothesis / reference tokens)")
   if _BASELINE.value:
-    print(f"against {_BASELINE.value}: BLEU {paired.system_bleu:.2f} - "
-          f"{paired.baseline_bleu:.2f} = {paired.difference:+.2f}, 95% interval "
-          f"[{paired.ci_low:+.2f}, {paired.ci_high:+.2f}], p {paired.p_bootstrap:.4f} (paired "
-          f"bootstrap), p {paired.p_randomization:.4f} (approximate randomization): "
-          f"{'' if paired.significant else 'not '}significant at {significance.LEVEL} "
-          f"({paired.signature})")
-  print(f"{result['sentences']} sentences in {result['seconds']:.1f} s: "
-        f"{result['sentences_per_second']:.1f} sentences/s (beam {result['beam_size']}, "
-        f"batches of {result['batch_sentences']}; compile {result['compile_seconds']:.1f} s)")
+    print(
+      f"against {_BASELINE.value}: BLEU {paired.system_bleu:.2f} - "
+      f"{paired.baseline_bleu:.2f} = {paired.difference:+.2f}, 95% interval "
+      f"[{paired.ci_low:+.2f}, {paired.ci_high:+.2f}], p {paired.p_bootstrap:.4f} (paired "
+      f"bootstrap), p {paired.p_randomization:.4f} (approximate randomization): "
+      f"{'' if paired.significant else 'not '}significant at {significance.LEVEL} "
+      f"({paired.signature})"
+    )
+  print(
+    f"{result['sentences']} sentences in {result['seconds']:.1f} s: "
+    f"{result['sentences_per_second']:.1f} sentences/s (beam {result['beam_size']}, "
+    f"batches of {result['batch_sentences']}; compile {result['compile_seconds']:.1f} s)"
+  )
   print(f"written to {outdir}")
 
 

@@ -43,8 +43,15 @@ def plot_validation_curves(groups: dict[str, list[dict]], path: str, title: str)
     for i, result in enumerate(results):
       curve = result["eval_curve"]
       for ax, x in zip(axes, ("step", "seconds")):
-        ax.plot([p[x] for p in curve], [p["loss"] for p in curve], color=colour, alpha=0.85,
-                marker="o", markersize=3, label=label if i == 0 else None)
+        ax.plot(
+          [p[x] for p in curve],
+          [p["loss"] for p in curve],
+          color=colour,
+          alpha=0.85,
+          marker="o",
+          markersize=3,
+          label=label if i == 0 else None,
+        )
   axes[0].set_xlabel("training step")
   axes[1].set_xlabel("training seconds (compilation and evaluation excluded)")
   axes[0].set_ylabel("validation loss (label-smoothed)")
@@ -56,12 +63,15 @@ def plot_validation_curves(groups: dict[str, list[dict]], path: str, title: str)
 
 
 def _branch_records(workdir: str) -> list[dict]:
-  return [r for r in metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-          if any(k.startswith("branch/") for k in r)]
+  return [
+    r
+    for r in metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    if any(k.startswith("branch/") for k in r)
+  ]
 
 
 def _vectors(record: dict) -> list[str]:
-  """"branch/encoder_layers_0/self_attention/kappa", ...: the logged kappa/alpha vectors."""
+  """ "branch/encoder_layers_0/self_attention/kappa", ...: the logged kappa/alpha vectors."""
   return sorted({k.rsplit("/", 1)[0] for k in record if k.startswith("branch/")})
 
 
@@ -73,8 +83,9 @@ def plot_branch_weights(workdir: str, path: str, title: str) -> Optional[str]:
   vectors = _vectors(records[0])
   columns = 4 if len(vectors) >= 4 else len(vectors)
   rows = -(-len(vectors) // columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False,
-                           sharex=True, sharey=True)
+  fig, axes = plt.subplots(
+    rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False, sharex=True, sharey=True
+  )
   steps = [r["step"] for r in records]
   for ax, vector in zip(axes.flat, vectors):
     size = sum(1 for k in records[0] if k.rsplit("/", 1)[0] == vector)
@@ -83,14 +94,14 @@ def plot_branch_weights(workdir: str, path: str, title: str) -> Optional[str]:
     ax.set_title(vector.removeprefix("branch/").replace("/weights", ""), fontsize=7)
     ax.axhline(1.0 / size, color="black", linewidth=0.5, linestyle=":")
     ax.grid(alpha=0.3)
-  for ax in list(axes.flat)[len(vectors):]:
+  for ax in list(axes.flat)[len(vectors) :]:
     ax.axis("off")
   fig.suptitle(title)
   return _save(fig, path, dpi=100)
 
 
 def _sublayer_label(path: str) -> str:
-  """"encoder_layers_1/self_attention" -> "enc 1 self"."""
+  """ "encoder_layers_1/self_attention" -> "enc 1 self"."""
   layer, sublayer = path.split("/")[:2]
   side, index = layer.split("_layers_")
   return f"{side[:3]} {index} {sublayer.replace('_attention', '')}"
@@ -105,8 +116,11 @@ def final_branch_weights(workdir: str) -> Optional[tuple[int, dict[str, np.ndarr
   last = records[-1]
   matrices = {}
   # Encoder layers, then decoder layers, in depth order.
-  order = lambda v: (not v.startswith("branch/encoder"),
-                     int(v.split("_layers_")[1].split("/")[0]), v)
+  order = lambda v: (
+    not v.startswith("branch/encoder"),
+    int(v.split("_layers_")[1].split("/")[0]),
+    v,
+  )
   for kind in ("kappa", "alpha"):
     vectors = sorted((v for v in _vectors(last) if v.rsplit("/", 1)[-1] == kind), key=order)
     size = sum(1 for k in last if k.rsplit("/", 1)[0] == vectors[0])
@@ -115,8 +129,9 @@ def final_branch_weights(workdir: str) -> Optional[tuple[int, dict[str, np.ndarr
   return last["step"], matrices
 
 
-def plot_final_branch_weights(runs: Sequence[tuple[str, str]], path: str,
-                              title: str) -> Optional[str]:
+def plot_final_branch_weights(
+  runs: Sequence[tuple[str, str]], path: str, title: str
+) -> Optional[str]:
   """Heatmaps of the final kappa and alpha, branch x branched sublayer, for each
   (label, workdir) with learned weights; None when no run has any."""
   found = [(label, final_branch_weights(workdir)) for label, workdir in runs]
@@ -124,21 +139,31 @@ def plot_final_branch_weights(runs: Sequence[tuple[str, str]], path: str,
   if not found:
     return None
   most_branches = max(w["kappa"].shape[0] for _, (_, w) in found)
-  top = max(max(w["kappa"].max(), w["alpha"].max()) for _, (_, w) in found)   # one colour scale
-  fig, axes = plt.subplots(len(found), 2, squeeze=False,
-                           figsize=(9, 0.9 + (0.35 * most_branches + 0.9) * len(found)))
+  top = max(max(w["kappa"].max(), w["alpha"].max()) for _, (_, w) in found)  # one colour scale
+  fig, axes = plt.subplots(
+    len(found), 2, squeeze=False, figsize=(9, 0.9 + (0.35 * most_branches + 0.9) * len(found))
+  )
   for row, (label, (step, weights)) in enumerate(found):
     for ax, kind in zip(axes[row], ("kappa", "alpha")):
       matrix = weights[kind]
       image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(top, 1e-6), aspect="auto")
       for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
-                color="white" if value < 0.6 * top else "black")
+        ax.text(
+          j,
+          i,
+          f"{value:.2f}",
+          ha="center",
+          va="center",
+          fontsize=6,
+          color="white" if value < 0.6 * top else "black",
+        )
       ax.set_xticks(range(matrix.shape[1]), weights["sublayers"], fontsize=7)
-      ax.set_yticks(range(matrix.shape[0]), [f"branch {i}" for i in range(matrix.shape[0])],
-                    fontsize=7)
-      ax.set_title(f"{label}: {kind} at step {step} (uniform = {1 / matrix.shape[0]:.2f})",
-                   fontsize=8)
+      ax.set_yticks(
+        range(matrix.shape[0]), [f"branch {i}" for i in range(matrix.shape[0])], fontsize=7
+      )
+      ax.set_title(
+        f"{label}: {kind} at step {step} (uniform = {1 / matrix.shape[0]:.2f})", fontsize=8
+      )
       fig.colorbar(image, ax=ax, fraction=0.04)
   fig.suptitle(title)
   return _save(fig, path)
@@ -160,13 +185,20 @@ def attention_maps(model, params, tokenizer, source: str, target: str) -> dict:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from wt import kernels  # pylint: disable=g-import-not-at-top
+
   inputs = jnp.asarray([tokenizer.encode(source)], jnp.int32)
   targets = jnp.asarray([tokenizer.encode(target)], jnp.int32)
-  wanted = lambda module, method: (method == "__call__" and len(module.scope.path) >= 2
-                                   and module.scope.path[-2] == "heads"
-                                   and module.scope.path[-1] in ("query", "key"))
-  apply = jax.jit(lambda p, x, y: model.apply({"params": p}, x, y, capture_intermediates=wanted,
-                                              mutable=["intermediates"])[1])
+  wanted = lambda module, method: (
+    method == "__call__"
+    and len(module.scope.path) >= 2
+    and module.scope.path[-2] == "heads"
+    and module.scope.path[-1] in ("query", "key")
+  )
+  apply = jax.jit(
+    lambda p, x, y: model.apply(
+      {"params": p}, x, y, capture_intermediates=wanted, mutable=["intermediates"]
+    )[1]
+  )
   captured = apply(params, inputs, targets)["intermediates"]
   scale = None if model.config.scale_attention else 1.0
   causal = kernels.causal_mask(targets.shape[1])
@@ -186,21 +218,28 @@ def attention_maps(model, params, tokenizer, source: str, target: str) -> dict:
   piece = lambda i: "</s>" if i == tokenizer.eos_id else tokenizer.decode([i]) or "▁"
   source_tokens = [piece(int(i)) for i in inputs[0]]
   target_tokens = [piece(int(i)) for i in targets[0]]
-  return {"source": source_tokens, "target": target_tokens,
-          "decoder_inputs": ["<s>"] + target_tokens[:-1], "maps": maps}
+  return {
+    "source": source_tokens,
+    "target": target_tokens,
+    "decoder_inputs": ["<s>"] + target_tokens[:-1],
+    "maps": maps,
+  }
 
 
-def plot_attention_maps(attention: dict, path: str, title: str,
-                        head_titles: Optional[dict[str, list[str]]] = None) -> str:
+def plot_attention_maps(
+  attention: dict, path: str, title: str, head_titles: Optional[dict[str, list[str]]] = None
+) -> str:
   """A grid of attention maps: one row per sublayer, one column per head or branch; the
   tokens are written on the first panel of each row."""
   maps = attention["maps"]
   heads = max(m.shape[0] for m in maps.values())
-  fig, axes = plt.subplots(len(maps), heads, squeeze=False,
-                           figsize=(2.6 * heads, 2.7 * len(maps)))
+  fig, axes = plt.subplots(len(maps), heads, squeeze=False, figsize=(2.6 * heads, 2.7 * len(maps)))
   for row, (name, weights) in enumerate(maps.items()):
-    columns = (attention["source"] if name.startswith("enc") or name.endswith("cross")
-               else attention["decoder_inputs"])
+    columns = (
+      attention["source"]
+      if name.startswith("enc") or name.endswith("cross")
+      else attention["decoder_inputs"]
+    )
     rows = attention["source"] if name.startswith("enc") else attention["target"]
     for head in range(heads):
       ax = axes[row, head]
@@ -208,7 +247,7 @@ def plot_attention_maps(attention: dict, path: str, title: str,
         ax.axis("off")
         continue
       ax.imshow(weights[head], cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
-      if head == 0:   # the heads of a row share their tokens: labelled once (drawing is slow)
+      if head == 0:  # the heads of a row share their tokens: labelled once (drawing is slow)
         ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=4)
         ax.set_yticks(range(len(rows)), rows, fontsize=4)
       else:
@@ -224,11 +263,10 @@ def attention_figure(workdir: str, source: str, target: str, path: str, title: s
   """Loads a finished run (its last checkpoint), computes `attention_maps` and plots them;
   weighted models title each branch with its kappa and alpha."""
   from wt import evaluation, modules  # pylint: disable=g-import-not-at-top
+
   trained = evaluation.load_trained(workdir, average_last=1)
-  attention = attention_maps(trained.model, trained.params, trained.data.tokenizer, source,
-                             target)
-  branch_values = modules.branch_weight_values(trained.params,
-                                               trained.model.config.branch_weights)
+  attention = attention_maps(trained.model, trained.params, trained.data.tokenizer, source, target)
+  branch_values = modules.branch_weight_values(trained.params, trained.model.config.branch_weights)
   head_titles = {}
   for name, vector in branch_values.items():
     sublayer = _sublayer_label(name)

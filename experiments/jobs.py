@@ -33,11 +33,13 @@ RESULT_FILE = "result.json"
 @dataclasses.dataclass
 class Job:
   """One training run and the test-time variants to evaluate it with."""
+
   name: str
   config: ml_collections.ConfigDict
   workdir: str
   evaluations: Mapping[str, Mapping[str, object]] = dataclasses.field(
-      default_factory=lambda: {"default": {}})
+    default_factory=lambda: {"default": {}}
+  )
 
   @property
   def result_path(self) -> str:
@@ -65,13 +67,21 @@ def missing_evaluations(job: Job, result: Optional[dict], splits) -> dict[str, l
 
 
 def _eval_curve(workdir: str) -> list[dict]:
-  return [{"step": r["step"], "seconds": r["eval/train_seconds"], "loss": r["eval/loss"],
-           "nll": r["eval/nll"]}
-          for r in metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "eval/loss" in r]
+  return [
+    {
+      "step": r["step"],
+      "seconds": r["eval/train_seconds"],
+      "loss": r["eval/loss"],
+      "nll": r["eval/nll"],
+    }
+    for r in metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    if "eval/loss" in r
+  ]
 
 
-def _evaluate(job: Job, model_config: models.ModelConfig, params, data,
-              wanted: Mapping[str, list[str]]) -> dict:
+def _evaluate(
+  job: Job, model_config: models.ModelConfig, params, data, wanted: Mapping[str, list[str]]
+) -> dict:
   """Decodes every split of `wanted` for its evaluation; writes the translations."""
   evaluations = {}
   for name, splits in wanted.items():
@@ -84,8 +94,7 @@ def _evaluate(job: Job, model_config: models.ModelConfig, params, data,
           f.writelines(line + "\n" for line in scored.pop("translations"))
       scored.pop("translations", None)
       scored.pop("sources")
-      evaluations.setdefault(name, {})[split] = {**scored,
-                                                 "translations_file": translations_path}
+      evaluations.setdefault(name, {})[split] = {**scored, "translations_file": translations_path}
   return evaluations
 
 
@@ -98,27 +107,40 @@ def _write(job: Job, result: dict) -> dict:
 
 def _evaluate_and_record(job: Job, trainer: train.Trainer, splits) -> dict:
   """Decodes `splits` for every evaluation of `job`; writes and returns its result."""
-  evaluations = _evaluate(job, trainer.model_config, trainer.params(), trainer.data,
-                          {name: list(splits) for name in job.evaluations})
+  evaluations = _evaluate(
+    job,
+    trainer.model_config,
+    trainer.params(),
+    trainer.data,
+    {name: list(splits) for name in job.evaluations},
+  )
   curve = _eval_curve(job.workdir)
   summary = trainer.summary()
-  return _write(job, {
-      "name": job.name, "workdir": job.workdir,
-      "attention": job.config.model.attention, "seed": job.config.train.seed,
+  return _write(
+    job,
+    {
+      "name": job.name,
+      "workdir": job.workdir,
+      "attention": job.config.model.attention,
+      "seed": job.config.train.seed,
       **summary,
       "tokens_per_second": summary["train_tokens"] / max(summary["train_seconds"], 1e-9),
       "best_eval_loss": min(p["loss"] for p in curve),
       "final_eval_loss": curve[-1]["loss"],
       "eval_curve": curve,
       "evaluations": evaluations,
-  })
+    },
+  )
 
 
 def _reevaluate(job: Job, result: dict, wanted: Mapping[str, list[str]]) -> dict:
   """Adds the `wanted` evaluations to a finished job's result, from its last checkpoint (the
   parameters its first evaluation used); nothing is trained."""
-  logging.info("re-evaluating %s from its checkpoint: %s", job.name,
-               "; ".join(f"{name}: {', '.join(splits)}" for name, splits in wanted.items()))
+  logging.info(
+    "re-evaluating %s from its checkpoint: %s",
+    job.name,
+    "; ".join(f"{name}: {', '.join(splits)}" for name, splits in wanted.items()),
+  )
   trained = evaluation.load_trained(job.workdir, average_last=1)
   added = _evaluate(job, trained.model.config, trained.params, trained.data, wanted)
   for name, splits in added.items():
@@ -130,11 +152,16 @@ def run_jobs(jobs: list[Job], *, splits=("test",), interleave_steps: int = 0) ->
   """Trains and evaluates every unfinished job, re-evaluates finished jobs that lack a split
   or evaluation; returns all results in job order."""
   pending = [job for job in jobs if load_result(job) is None]
-  logging.info("%d of %d jobs to run: %s", len(pending), len(jobs),
-               ", ".join(job.name for job in pending) or "none")
+  logging.info(
+    "%d of %d jobs to run: %s",
+    len(pending),
+    len(jobs),
+    ", ".join(job.name for job in pending) or "none",
+  )
   if interleave_steps > 0 and pending:
-    trainers = [train.Trainer(job.config, job.workdir, progress_position=i)
-                for i, job in enumerate(pending)]
+    trainers = [
+      train.Trainer(job.config, job.workdir, progress_position=i) for i, job in enumerate(pending)
+    ]
     while any(t.step < t.config.train.num_steps for t in trainers):
       for trainer in trainers:
         trainer.train_until(trainer.step + interleave_steps)

@@ -25,6 +25,7 @@ def main(argv):
   config = _CONFIG.value
   common.start(config)
   from wt import train  # pylint: disable=g-import-not-at-top
+
   summary = train.train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
   print(json.dumps(summary, indent=2))
 

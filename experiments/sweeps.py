@@ -36,8 +36,10 @@ def grid(**axes) -> list[Point]:
 
 def _weighted(**axes) -> list[Point]:
   """Weighted Transformer points, labelled by the other axes only."""
-  return [Point(", ".join(part for part in p.label.split(", ") if part != "attention=weighted"),
-                p.train) for p in grid(model__attention=["weighted"], **axes)]
+  return [
+    Point(", ".join(part for part in p.label.split(", ") if part != "attention=weighted"), p.train)
+    for p in grid(model__attention=["weighted"], **axes)
+  ]
 
 
 TRANSFORMER = Point("transformer", {"model.attention": "multihead"})
@@ -51,28 +53,35 @@ def with_baselines(points: list[Point]) -> list[Point]:
 
 
 SWEEPS = {
-    # Ahmed et al.'s open points (docs/paper.md's last table).
-    "branch_weights": _weighted(model__branch_weights=["projection", "softmax", "uniform"]),
-    "branch_schedule": _weighted(train__branch_schedule=["own", "shared"]),
-    "num_branches": with_baselines(_weighted(model__num_branches=[2, 4, 8])),
-    "branch_ffn": with_baselines(_weighted(model__branch_ffn=["split", "shared", "full"])),
-    "branched_decoder": with_baselines(
-        _weighted(model__branched_decoder=["encdec", "self", "both"])),
-    "branch_residual": with_baselines(
-        _weighted(model__branch_residual=["block", "ffn", "sublayers"])),
-    "branch_output_bias": with_baselines(
-        _weighted(model__branch_output_bias=["shared", "per_branch"])),
-    "norm": grid(model__attention=["multihead", "weighted"], model__norm=["post", "pre"]),
-    # Ahmed et al. Table 3: one trained model, kappa/alpha replaced at test time.
-    "test_branch_weights": [
-        Point(f"test_branch_weights={mode}", {"model.attention": "weighted"},
-              {"test_branch_weights": mode}) for mode in ("learned", "uniform", "random")],
-    # Vaswani et al. Table 3 rows, and the scaling argument of their section 3.2.1.
-    "heads": grid(model__attention=["multihead"], model__num_heads=[1, 4, 8, 16]),
-    "positional": grid(model__attention=["multihead", "weighted"],
-                       model__positional=["sinusoidal", "learned"]),
-    "label_smoothing": grid(model__attention=["multihead", "weighted"],
-                            train__label_smoothing=[0.0, 0.1]),
-    "attention_scaling": grid(model__attention=["multihead", "weighted"],
-                              model__scale_attention=[True, False]),
+  # Ahmed et al.'s open points (docs/paper.md's last table).
+  "branch_weights": _weighted(model__branch_weights=["projection", "softmax", "uniform"]),
+  "branch_schedule": _weighted(train__branch_schedule=["own", "shared"]),
+  "num_branches": with_baselines(_weighted(model__num_branches=[2, 4, 8])),
+  "branch_ffn": with_baselines(_weighted(model__branch_ffn=["split", "shared", "full"])),
+  "branched_decoder": with_baselines(_weighted(model__branched_decoder=["encdec", "self", "both"])),
+  "branch_residual": with_baselines(
+    _weighted(model__branch_residual=["block", "ffn", "sublayers"])
+  ),
+  "branch_output_bias": with_baselines(
+    _weighted(model__branch_output_bias=["shared", "per_branch"])
+  ),
+  "norm": grid(model__attention=["multihead", "weighted"], model__norm=["post", "pre"]),
+  # Ahmed et al. Table 3: one trained model, kappa/alpha replaced at test time.
+  "test_branch_weights": [
+    Point(
+      f"test_branch_weights={mode}", {"model.attention": "weighted"}, {"test_branch_weights": mode}
+    )
+    for mode in ("learned", "uniform", "random")
+  ],
+  # Vaswani et al. Table 3 rows, and the scaling argument of their section 3.2.1.
+  "heads": grid(model__attention=["multihead"], model__num_heads=[1, 4, 8, 16]),
+  "positional": grid(
+    model__attention=["multihead", "weighted"], model__positional=["sinusoidal", "learned"]
+  ),
+  "label_smoothing": grid(
+    model__attention=["multihead", "weighted"], train__label_smoothing=[0.0, 0.1]
+  ),
+  "attention_scaling": grid(
+    model__attention=["multihead", "weighted"], model__scale_attention=[True, False]
+  ),
 }

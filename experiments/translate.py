@@ -47,10 +47,14 @@ def read_lines(stream: BinaryIO) -> list[str]:
       line = raw.decode("utf-8")
     except UnicodeDecodeError as error:
       line = raw.decode("utf-8", errors="replace")
-      logging.warning("line %d is not valid UTF-8 (byte 0x%02x at byte %d): its undecodable "
-                      "bytes are replaced by U+FFFD and it is translated so. Convert the input "
-                      "to UTF-8 (e.g. iconv -f latin1 -t utf-8) to translate it exactly",
-                      number, raw[error.start], error.start + 1)
+      logging.warning(
+        "line %d is not valid UTF-8 (byte 0x%02x at byte %d): its undecodable "
+        "bytes are replaced by U+FFFD and it is translated so. Convert the input "
+        "to UTF-8 (e.g. iconv -f latin1 -t utf-8) to translate it exactly",
+        number,
+        raw[error.start],
+        error.start + 1,
+      )
     lines.append(line.removeprefix("\ufeff") if number == 1 else line)
   return lines
 
@@ -62,8 +66,10 @@ def _read_input(path) -> list[str]:
     with open(path, "rb") as f:
       return read_lines(f)
   except OSError as error:
-    raise SystemExit(f"translate: --input={path} cannot be read ({error.strerror}); give a "
-                     f"readable text file, or leave --input out to read stdin") from None
+    raise SystemExit(
+      f"translate: --input={path} cannot be read ({error.strerror}); give a "
+      f"readable text file, or leave --input out to read stdin"
+    ) from None
 
 
 def main(argv):
@@ -71,14 +77,21 @@ def main(argv):
   common.start(None, quiet=True)
   sentences = _read_input(_INPUT.value)
   import jax  # pylint: disable=g-import-not-at-top
+
   from wt import evaluation  # pylint: disable=g-import-not-at-top
+
   trained = evaluation.load_trained(FLAGS.workdir, average_last=FLAGS.average_last)
   decode = _decode_config(trained)
   translations, timing = evaluation.translate_sentences(
-      trained.model, trained.params, trained.data.tokenizer, sentences,
-      beam_size=decode.beam_size, length_penalty=decode.length_penalty,
-      max_extra_len=decode.max_extra_len)
-  if jax.process_index() != 0:   # every process decoded its share; one writes
+    trained.model,
+    trained.params,
+    trained.data.tokenizer,
+    sentences,
+    beam_size=decode.beam_size,
+    length_penalty=decode.length_penalty,
+    max_extra_len=decode.max_extra_len,
+  )
+  if jax.process_index() != 0:  # every process decoded its share; one writes
     return
   # A line break inside a translation would shift every later line.
   text = "".join(" ".join(t.splitlines()) + "\n" for t in translations).encode("utf-8")
@@ -90,8 +103,11 @@ def main(argv):
     sys.stdout.buffer.write(text)
     sys.stdout.buffer.flush()
   empty = len(sentences) - timing["sentences"]
-  print(f"{len(sentences)} lines ({empty} empty): {timing['sentences']} sentences translated, "
-        f"{timing['sentences_per_second']:.1f} sentences/s", file=sys.stderr)
+  print(
+    f"{len(sentences)} lines ({empty} empty): {timing['sentences']} sentences translated, "
+    f"{timing['sentences_per_second']:.1f} sentences/s",
+    file=sys.stderr,
+  )
 
 
 if __name__ == "__main__":

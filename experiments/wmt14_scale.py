@@ -51,33 +51,80 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "corpus/ and cache/ go here")
   flags.DEFINE_integer("num_pairs", 4_500_000, "training pairs (WMT14: 4.5M)")
   flags.DEFINE_integer("vocab_size", 37000, "SentencePiece vocabulary (Vaswani: 37000)")
-  flags.DEFINE_integer("spm_max_sentences", None, "sentences sampled to train the vocabulary "
-                       "(default: the config's)")
+  flags.DEFINE_integer(
+    "spm_max_sentences", None, "sentences sampled to train the vocabulary (default: the config's)"
+  )
   flags.DEFINE_integer("seed", 0, "corpus seed")
   flags.DEFINE_string("write", None, "replace the wmt14_scale section of this file")
   flags.DEFINE_string("json", None, "also write the figures as JSON here")
-  flags.DEFINE_enum("child", None, ["generate", "cold", "warm"],
-                    "internal: run one stage and print its figures")
+  flags.DEFINE_enum(
+    "child", None, ["generate", "cold", "warm"], "internal: run one stage and print its figures"
+  )
 
 
 EVAL_PAIRS = {"validation": 3000, "test": 3003}
 WORDS = 200_000
-_CHUNK = 50_000   # sentences generated at a time
-_GIB = 2 ** 30
+_CHUNK = 50_000  # sentences generated at a time
+_GIB = 2**30
 
 
 # ------------------------------------------------------------------------------------------
 # The corpus.
 
 _SYLLABLES = {
-    "en": (["", "b", "c", "d", "f", "g", "h", "l", "m", "n", "p", "r", "s", "t", "th", "w",
-            "st", "ch", "br", "tr"],
-           ["a", "e", "i", "o", "u", "ea", "ou", "ai", "y"],
-           ["", "", "n", "r", "s", "t", "nd", "ng", "ll", "ck", "st"]),
-    "de": (["", "b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "w", "z",
-            "sch", "st", "br", "kr", "pf"],
-           ["a", "e", "i", "o", "u", "ä", "ö", "ü", "ei", "au", "ie", "eu"],
-           ["", "", "n", "r", "s", "t", "ng", "ch", "ß", "tz", "nd", "ck"]),
+  "en": (
+    [
+      "",
+      "b",
+      "c",
+      "d",
+      "f",
+      "g",
+      "h",
+      "l",
+      "m",
+      "n",
+      "p",
+      "r",
+      "s",
+      "t",
+      "th",
+      "w",
+      "st",
+      "ch",
+      "br",
+      "tr",
+    ],
+    ["a", "e", "i", "o", "u", "ea", "ou", "ai", "y"],
+    ["", "", "n", "r", "s", "t", "nd", "ng", "ll", "ck", "st"],
+  ),
+  "de": (
+    [
+      "",
+      "b",
+      "d",
+      "f",
+      "g",
+      "h",
+      "k",
+      "l",
+      "m",
+      "n",
+      "p",
+      "r",
+      "s",
+      "t",
+      "w",
+      "z",
+      "sch",
+      "st",
+      "br",
+      "kr",
+      "pf",
+    ],
+    ["a", "e", "i", "o", "u", "ä", "ö", "ü", "ei", "au", "ie", "eu"],
+    ["", "", "n", "r", "s", "t", "ng", "ch", "ß", "tz", "nd", "ck"],
+  ),
 }
 
 
@@ -90,8 +137,10 @@ def pseudo_words(language: str, count: int, rng: np.random.Generator) -> list[st
     syllables = np.minimum(rng.geometric(0.45, batch), 6)
     parts = [rng.integers(0, len(p), (batch, 6)) for p in (onsets, vowels, codas)]
     for k in range(batch):
-      word = "".join(onsets[parts[0][k, j]] + vowels[parts[1][k, j]] + codas[parts[2][k, j]]
-                     for j in range(syllables[k]))
+      word = "".join(
+        onsets[parts[0][k, j]] + vowels[parts[1][k, j]] + codas[parts[2][k, j]]
+        for j in range(syllables[k])
+      )
       if word not in seen:
         seen.add(word)
         words.append(word)
@@ -99,8 +148,13 @@ def pseudo_words(language: str, count: int, rng: np.random.Generator) -> list[st
   return sorted(words, key=len)
 
 
-def _sentences(lengths: np.ndarray, words: list[str], cdf: np.ndarray,
-               rng: np.random.Generator, numbers: list[list[str]]) -> list[str]:
+def _sentences(
+  lengths: np.ndarray,
+  words: list[str],
+  cdf: np.ndarray,
+  rng: np.random.Generator,
+  numbers: list[list[str]],
+) -> list[str]:
   """Sentences of the given word counts: Zipfian words, a comma now and then, the numbers of
   each pair in place of some words, capitalised, ending in a full stop or a question mark."""
   ids = np.searchsorted(cdf, rng.random(int(lengths.sum())))
@@ -111,7 +165,7 @@ def _sentences(lengths: np.ndarray, words: list[str], cdf: np.ndarray,
   ends = np.cumsum(lengths)
   out = []
   for k, end in enumerate(ends.tolist()):
-    sentence = tokens[end - int(lengths[k]):end]
+    sentence = tokens[end - int(lengths[k]) : end]
     for position, number in zip(range(1, len(sentence), 7), numbers[k]):
       sentence[position] = number
     text = " ".join(sentence).rstrip(",")
@@ -119,8 +173,14 @@ def _sentences(lengths: np.ndarray, words: list[str], cdf: np.ndarray,
   return out
 
 
-def generate(folder: pathlib.Path, num_pairs: int, seed: int, *, words: int = WORDS,
-             eval_pairs: Optional[dict[str, int]] = None) -> dict[str, int]:
+def generate(
+  folder: pathlib.Path,
+  num_pairs: int,
+  seed: int,
+  *,
+  words: int = WORDS,
+  eval_pairs: Optional[dict[str, int]] = None,
+) -> dict[str, int]:
   """Writes the corpus (see the module docstring); returns the pairs of each split."""
   rng = np.random.default_rng(seed)
   folder.mkdir(parents=True, exist_ok=True)
@@ -128,17 +188,18 @@ def generate(folder: pathlib.Path, num_pairs: int, seed: int, *, words: int = WO
   weights = 1.0 / np.arange(1, words + 1)
   cdf = np.cumsum(weights) / weights.sum()
   sigma = 0.65
-  mu = np.log(25.0) - sigma ** 2 / 2
+  mu = np.log(25.0) - sigma**2 / 2
   sizes = {"train": num_pairs, **(EVAL_PAIRS if eval_pairs is None else eval_pairs)}
   for split, pairs in sizes.items():
-    files = {lang: open(folder / f"{split}.{lang}", "w", encoding="utf-8", newline="\n")
-             for lang in ("en", "de")}
+    files = {
+      lang: open(folder / f"{split}.{lang}", "w", encoding="utf-8", newline="\n")
+      for lang in ("en", "de")
+    }
     with files["en"], files["de"]:
       for start in range(0, pairs, _CHUNK):
         n = min(_CHUNK, pairs - start)
         en = np.clip(np.rint(rng.lognormal(mu, sigma, n)), 1, 400).astype(np.int64)
-        de = np.clip(np.rint(en * rng.lognormal(np.log(0.95), 0.15, n)), 1, 400).astype(
-            np.int64)
+        de = np.clip(np.rint(en * rng.lognormal(np.log(0.95), 0.15, n)), 1, 400).astype(np.int64)
         numbers = [[str(x) for x in rng.integers(1, 2000, rng.poisson(0.3))] for _ in range(n)]
         for lang, lengths in (("en", en), ("de", de)):
           lines = _sentences(lengths, vocab[lang], cdf, rng, numbers)
@@ -179,7 +240,7 @@ class Meter:
             return int(line.split()[1]) * 1024
     except OSError:
       pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux: KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
   def stage(self, name: str) -> str:
     """Ends the running stage, starts `name`; returns the stage that was running."""
@@ -209,8 +270,11 @@ class Meter:
 
   def figures(self) -> list[dict]:
     self.stage(self.current)
-    return [{"stage": name, "seconds": self.seconds[name], "peak_bytes": self.peak[name]}
-            for name in self.order if self.seconds[name] > 0.0005 or name != "other"]
+    return [
+      {"stage": name, "seconds": self.seconds[name], "peak_bytes": self.peak[name]}
+      for name in self.order
+      if self.seconds[name] > 0.0005 or name != "other"
+    ]
 
 
 def _instrument(meter: Meter) -> None:
@@ -218,22 +282,24 @@ def _instrument(meter: Meter) -> None:
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
 
   from wt.data import batching, pipeline, wmt14  # pylint: disable=g-import-not-at-top
+
   for owner, attribute, name in [
-      (wmt14.LocalSource, "open", "hash the training files"),
-      (wmt14.LocalSource, "read", "read a split"),
-      (pipeline, "_vocabulary_sample", "sample the vocabulary's sentences"),
-      (spm.SentencePieceTrainer, "train", "train SentencePiece"),
-      (pipeline, "_tokenize", "tokenise"),
-      (pipeline, "publish", "save the token arrays"),
-      (batching, "choose_bucket_lengths", "choose the buckets"),
-      (batching, "assign_buckets", "assign buckets"),
-      (batching, "TrainPlan", "plan the epochs")]:
+    (wmt14.LocalSource, "open", "hash the training files"),
+    (wmt14.LocalSource, "read", "read a split"),
+    (pipeline, "_vocabulary_sample", "sample the vocabulary's sentences"),
+    (spm.SentencePieceTrainer, "train", "train SentencePiece"),
+    (pipeline, "_tokenize", "tokenise"),
+    (pipeline, "publish", "save the token arrays"),
+    (batching, "choose_bucket_lengths", "choose the buckets"),
+    (batching, "assign_buckets", "assign buckets"),
+    (batching, "TrainPlan", "plan the epochs"),
+  ]:
     meter.wrap(owner, attribute, name)
 
 
-def _data_config(corpus: pathlib.Path, cache: pathlib.Path, vocab_size: int,
-                 spm_sentences):
+def _data_config(corpus: pathlib.Path, cache: pathlib.Path, vocab_size: int, spm_sentences):
   from experiments.configs import wmt14 as wmt14_config  # pylint: disable=g-import-not-at-top
+
   config = wmt14_config.get_config("base").data
   config.update(dict(data_dir=str(corpus), cache_dir=str(cache), vocab_size=vocab_size))
   if spm_sentences:
@@ -249,12 +315,16 @@ def run_child(stage: str, workdir: pathlib.Path) -> dict:
     meter.stage("generate the corpus")
     sizes = generate(corpus, FLAGS.num_pairs, FLAGS.seed)
     meter.stage("other")
-    return {"stages": meter.figures(), "sizes": sizes,
-            "bytes": sum(p.stat().st_size for p in corpus.iterdir())}
+    return {
+      "stages": meter.figures(),
+      "sizes": sizes,
+      "bytes": sum(p.stat().st_size for p in corpus.iterdir()),
+    }
   meter.stage("imports (TensorFlow, SentencePiece)")
   _instrument(meter)
   # pylint: disable-next=g-import-not-at-top,unused-import
   from wt.data import load_translation_data, multi30k  # noqa: F401  (multi30k: TensorFlow)
+
   meter.stage("other")
   data_config = _data_config(corpus, cache, FLAGS.vocab_size, FLAGS.spm_max_sentences)
   data = load_translation_data(data_config, row_multiple=8)
@@ -266,10 +336,15 @@ def run_child(stage: str, workdir: pathlib.Path) -> dict:
   meter.stage("other")
   real = sum(int((b["inputs"] > 0).sum() + (b["targets"] > 0).sum()) for b in padded)
   slots = sum(b["inputs"].size + b["targets"].size for b in padded)
-  return {"stages": meter.figures(), "batch_shapes": data.batch_shapes,
-          "batches_per_epoch": data.batches_per_epoch, "padding_efficiency": real / slots,
-          "validation_batches": len(validation), "vocab_size": data.tokenizer.vocab_size,
-          "train_pairs_kept": data.num_examples("train")}
+  return {
+    "stages": meter.figures(),
+    "batch_shapes": data.batch_shapes,
+    "batches_per_epoch": data.batches_per_epoch,
+    "padding_efficiency": real / slots,
+    "validation_batches": len(validation),
+    "vocab_size": data.tokenizer.vocab_size,
+    "train_pairs_kept": data.num_examples("train"),
+  }
 
 
 # ------------------------------------------------------------------------------------------
@@ -278,14 +353,22 @@ def run_child(stage: str, workdir: pathlib.Path) -> dict:
 
 def _child(stage: str) -> tuple[dict, float]:
   """Runs `stage` in a child process: (its figures, its wall seconds)."""
-  command = [sys.executable, "-m", "experiments.wmt14_scale", f"--child={stage}",
-             f"--workdir={FLAGS.workdir}", f"--num_pairs={FLAGS.num_pairs}",
-             f"--vocab_size={FLAGS.vocab_size}", f"--seed={FLAGS.seed}"]
+  command = [
+    sys.executable,
+    "-m",
+    "experiments.wmt14_scale",
+    f"--child={stage}",
+    f"--workdir={FLAGS.workdir}",
+    f"--num_pairs={FLAGS.num_pairs}",
+    f"--vocab_size={FLAGS.vocab_size}",
+    f"--seed={FLAGS.seed}",
+  ]
   if FLAGS.spm_max_sentences:
     command.append(f"--spm_max_sentences={FLAGS.spm_max_sentences}")
   start = time.perf_counter()
-  done = subprocess.run(command, capture_output=True, text=True,
-                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  done = subprocess.run(
+    command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+  )
   if done.returncode:
     raise SystemExit(f"the {stage} stage failed:\n{done.stderr[-4000:]}")
   return json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - start
@@ -293,30 +376,43 @@ def _child(stage: str) -> tuple[dict, float]:
 
 def report(results: dict, command: str) -> str:
   """The markdown section: command, per-stage table, summary."""
-  lines = [f"    {command}", "",
-           f"{results['num_pairs']:,} training pairs ({results['corpus_bytes'] / 2**20:,.0f} MiB "
-           f"of text), vocabulary {results['vocab_size']:,}, "
-           f"{results['spm_max_sentences']:,} sentences sampled to train it; "
-           f"{results['cpus']} CPU cores.", "",
-           "| run | stage | seconds | peak memory GiB |", "|---|---|---|---|"]
+  lines = [
+    f"    {command}",
+    "",
+    f"{results['num_pairs']:,} training pairs ({results['corpus_bytes'] / 2**20:,.0f} MiB "
+    f"of text), vocabulary {results['vocab_size']:,}, "
+    f"{results['spm_max_sentences']:,} sentences sampled to train it; "
+    f"{results['cpus']} CPU cores.",
+    "",
+    "| run | stage | seconds | peak memory GiB |",
+    "|---|---|---|---|",
+  ]
   for run in ("generate", "cold", "warm"):
     for row in results[run]["stages"]:
-      lines.append(f"| {run} | {row['stage']} | {row['seconds']:.1f} | "
-                   f"{row['peak_bytes'] / _GIB:.2f} |")
-    lines.append(f"| {run} | **all (wall, peak)** | **{results[run]['wall_seconds']:.1f}** | "
-                 f"**{max(r['peak_bytes'] for r in results[run]['stages']) / _GIB:.2f}** |")
+      lines.append(
+        f"| {run} | {row['stage']} | {row['seconds']:.1f} | {row['peak_bytes'] / _GIB:.2f} |"
+      )
+    lines.append(
+      f"| {run} | **all (wall, peak)** | **{results[run]['wall_seconds']:.1f}** | "
+      f"**{max(r['peak_bytes'] for r in results[run]['stages']) / _GIB:.2f}** |"
+    )
   cold = results["cold"]
-  lines += ["", f"Batches: {cold['batches_per_epoch']:,} per epoch in "
-            f"{len(cold['batch_shapes'])} shapes (global rows, source, target) "
-            f"{cold['batch_shapes'][:3]} ... {cold['batch_shapes'][-1:]}; padding efficiency "
-            f"of the first 100: {cold['padding_efficiency']:.2f}; {cold['train_pairs_kept']:,} "
-            f"pairs kept (at most data.max_length tokens a side). A stage's peak is the "
-            f"process's peak resident memory while it ran; reading and tokenising the "
-            f"validation split count in their own rows."]
+  lines += [
+    "",
+    f"Batches: {cold['batches_per_epoch']:,} per epoch in "
+    f"{len(cold['batch_shapes'])} shapes (global rows, source, target) "
+    f"{cold['batch_shapes'][:3]} ... {cold['batch_shapes'][-1:]}; padding efficiency "
+    f"of the first 100: {cold['padding_efficiency']:.2f}; {cold['train_pairs_kept']:,} "
+    f"pairs kept (at most data.max_length tokens a side). A stage's peak is the "
+    f"process's peak resident memory while it ran; reading and tokenising the "
+    f"validation split count in their own rows.",
+  ]
   if not results["per_stage_peaks"]:
-    lines.append(f"No /proc/self/clear_refs here: each peak is the process's peak so far; all "
-                 f"children: {results['children_peak_bytes'] / _GIB:.2f} GiB (getrusage "
-                 f"RUSAGE_CHILDREN).")
+    lines.append(
+      f"No /proc/self/clear_refs here: each peak is the process's peak so far; all "
+      f"children: {results['children_peak_bytes'] / _GIB:.2f} GiB (getrusage "
+      f"RUSAGE_CHILDREN)."
+    )
   return "\n".join(lines)
 
 
@@ -329,10 +425,15 @@ def main(argv):
     print(json.dumps(run_child(FLAGS.child, workdir)))
     return
   if (workdir / "cache").exists():
-    raise SystemExit(f"{workdir / 'cache'} exists: the cold stage needs a fresh cache; use "
-                     f"another --workdir or delete it")
-  results = {"num_pairs": FLAGS.num_pairs, "cpus": os.cpu_count(),
-             "per_stage_peaks": Meter._reset_peak()}   # pylint: disable=protected-access
+    raise SystemExit(
+      f"{workdir / 'cache'} exists: the cold stage needs a fresh cache; use "
+      f"another --workdir or delete it"
+    )
+  results = {
+    "num_pairs": FLAGS.num_pairs,
+    "cpus": os.cpu_count(),
+    "per_stage_peaks": Meter._reset_peak(),
+  }  # pylint: disable=protected-access
   for stage in ("generate", "cold", "warm"):
     figures, wall = _child(stage)
     results[stage] = {**figures, "wall_seconds": wall}
@@ -340,19 +441,24 @@ def main(argv):
   results["corpus_bytes"] = results["generate"]["bytes"]
   results["vocab_size"] = results["cold"]["vocab_size"]
   results["spm_max_sentences"] = min(
-      _data_config(pathlib.Path("."), pathlib.Path("."), FLAGS.vocab_size,
-                   FLAGS.spm_max_sentences).spm_max_sentences, 2 * FLAGS.num_pairs)
-  results["children_peak_bytes"] = resource.getrusage(
-      resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-  command = "python -m experiments.wmt14_scale --workdir DIR" + (
-      f" --num_pairs {FLAGS.num_pairs}" if FLAGS.num_pairs != 4_500_000 else "") + (
-      f" --vocab_size {FLAGS.vocab_size}" if FLAGS.vocab_size != 37000 else "")
+    _data_config(
+      pathlib.Path("."), pathlib.Path("."), FLAGS.vocab_size, FLAGS.spm_max_sentences
+    ).spm_max_sentences,
+    2 * FLAGS.num_pairs,
+  )
+  results["children_peak_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+  command = (
+    "python -m experiments.wmt14_scale --workdir DIR"
+    + (f" --num_pairs {FLAGS.num_pairs}" if FLAGS.num_pairs != 4_500_000 else "")
+    + (f" --vocab_size {FLAGS.vocab_size}" if FLAGS.vocab_size != 37000 else "")
+  )
   text = report(results, command)
   print(text)
   if FLAGS.json:
     pathlib.Path(FLAGS.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
   if FLAGS.write:
     from experiments import common  # pylint: disable=g-import-not-at-top
+
     common.replace_section(FLAGS.write, "wmt14_scale", text)
 
 

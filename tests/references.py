@@ -76,8 +76,18 @@ def numpy_heads(params, x, kv, mask):
   return numpy_attention(q, k, v, mask)[0]
 
 
-def numpy_branched_attention(params, x, kv, mask, *, branch_ffn="split", residual="block",
-                             output_bias="shared", norm="post", layer_input=None):
+def numpy_branched_attention(
+  params,
+  x,
+  kv,
+  mask,
+  *,
+  branch_ffn="split",
+  residual="block",
+  output_bias="shared",
+  norm="post",
+  layer_input=None,
+):
   """Ahmed et al. Eqs. 5-7 with an explicit loop over branches, and the residual placements
   of `BranchedAttention` written out per branch:
 
@@ -95,7 +105,7 @@ def numpy_branched_attention(params, x, kv, mask, *, branch_ffn="split", residua
 
   def branch(name, i):
     value = params[name]
-    shared = (branch_ffn == "shared" if name != "output_bias" else output_bias == "shared")
+    shared = branch_ffn == "shared" if name != "output_bias" else output_bias == "shared"
     return value if shared else value[i]
 
   def ffn(y, i, with_bias=True):

@@ -42,11 +42,12 @@ def _trained(tiny_config, workdir, num_steps=10):
 
 
 @pytest.mark.slow
-def test_an_emptied_newest_step_is_moved_aside_and_the_rerun_finishes(tiny_config, tmp_path,
-                                                                      caplog):
+def test_an_emptied_newest_step_is_moved_aside_and_the_rerun_finishes(
+  tiny_config, tmp_path, caplog
+):
   caplog.set_level(logging.INFO)
   checkpoints = _trained(tiny_config, tmp_path)
-  for path in _files(checkpoints / "10"):    # every file, its integrity manifest included
+  for path in _files(checkpoints / "10"):  # every file, its integrity manifest included
     path.write_bytes(b"")
   summary = train.train_and_evaluate(tiny_config, str(tmp_path))
   assert summary["step"] == 10
@@ -59,8 +60,9 @@ def test_an_emptied_newest_step_is_moved_aside_and_the_rerun_finishes(tiny_confi
 
 
 @pytest.mark.slow
-def test_when_every_step_is_unreadable_the_run_starts_again_and_finishes(tiny_config, tmp_path,
-                                                                         caplog):
+def test_when_every_step_is_unreadable_the_run_starts_again_and_finishes(
+  tiny_config, tmp_path, caplog
+):
   caplog.set_level(logging.INFO)
   checkpoints = _trained(tiny_config, tmp_path)
   first = _params(checkpoints)
@@ -71,7 +73,7 @@ def test_when_every_step_is_unreadable_the_run_starts_again_and_finishes(tiny_co
   assert "initialised a new run" in caplog.text
   assert sorted(p.name for p in (checkpoints / checkpoint.CORRUPT_DIR).iterdir()) == ["10", "5"]
   for x, y in zip(jax.tree.leaves(_params(checkpoints)), jax.tree.leaves(first), strict=True):
-    np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)   # the same run, trained again
+    np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)  # the same run, trained again
 
 
 def _flip_a_byte_of_an_array(checkpoints: pathlib.Path, step: int) -> pathlib.Path:
@@ -81,7 +83,7 @@ def _flip_a_byte_of_an_array(checkpoints: pathlib.Path, step: int) -> pathlib.Pa
   files = {p: p.read_bytes() for p in _files(checkpoints / str(step) / "state")}
   for leaf in jax.tree.leaves(state):
     raw = np.asarray(leaf).tobytes()
-    probe = raw[len(raw) // 2:len(raw) // 2 + 32]
+    probe = raw[len(raw) // 2 : len(raw) // 2 + 32]
     for path, content in files.items():
       at = content.find(probe) if len(probe) == 32 else -1
       if at >= 0:
@@ -94,7 +96,8 @@ def _flip_a_byte_of_an_array(checkpoints: pathlib.Path, step: int) -> pathlib.Pa
 
 @pytest.mark.slow
 def test_one_flipped_byte_in_array_data_is_detected_and_the_previous_step_used(
-    tiny_config, tmp_path, caplog):
+  tiny_config, tmp_path, caplog
+):
   checkpoints = _trained(tiny_config, tmp_path)
   data = _flip_a_byte_of_an_array(checkpoints, 10)
   trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
@@ -114,15 +117,16 @@ def _save_steps(directory, steps=(1, 2), asynchronous=True):
   checkpointer = checkpoint.Checkpointer(str(directory), keep=5, asynchronous=asynchronous)
   rng = np.random.default_rng(0)
   for step in steps:
-    state = {"params": {"w": jnp.asarray(rng.normal(size=(64, 32)), jnp.float32)},
-             "step": jnp.int32(step)}
+    state = {
+      "params": {"w": jnp.asarray(rng.normal(size=(64, 32)), jnp.float32)},
+      "step": jnp.int32(step),
+    }
     checkpointer.save(step, state, {"data_position": step})
   return checkpointer
 
 
 @pytest.mark.parametrize("asynchronous", [True, False])
-def test_every_saved_step_is_sealed_with_the_digest_of_each_of_its_files(tmp_path,
-                                                                         asynchronous):
+def test_every_saved_step_is_sealed_with_the_digest_of_each_of_its_files(tmp_path, asynchronous):
   _save_steps(tmp_path, asynchronous=asynchronous).close()
   for step in ("1", "2"):
     manifest = json.loads((tmp_path / step / checkpoint.MANIFEST).read_text())
@@ -133,10 +137,11 @@ def test_every_saved_step_is_sealed_with_the_digest_of_each_of_its_files(tmp_pat
 
 
 def test_a_step_without_manifest_restores_with_a_warning_unless_orbax_cannot_read_it(
-    tmp_path, caplog):
+  tmp_path, caplog
+):
   _save_steps(tmp_path).close()
   for step in ("1", "2"):
-    (tmp_path / step / checkpoint.MANIFEST).unlink()   # as written by older code
+    (tmp_path / step / checkpoint.MANIFEST).unlink()  # as written by older code
   checkpointer = checkpoint.Checkpointer(str(tmp_path))
   assert checkpointer.restore(None)[2] == 2
   assert "checkpoint 2" in caplog.text and "restored it unverified" in caplog.text
@@ -149,11 +154,18 @@ def test_a_step_without_manifest_restores_with_a_warning_unless_orbax_cannot_rea
 def test_a_verified_step_that_does_not_fit_the_target_is_an_error_and_kept(tmp_path):
   _save_steps(tmp_path).close()
   checkpointer = checkpoint.Checkpointer(str(tmp_path))
-  other = {"params": {"w": jax.ShapeDtypeStruct((64, 32), jnp.float32),
-                      "b": jax.ShapeDtypeStruct((32,), jnp.float32)},
-           "step": jax.ShapeDtypeStruct((), jnp.int32)}
-  with pytest.raises(checkpoint.CheckpointError, match=r"checkpoint 2 .* intact files .*"
-                                                       r"another version of the code"):
+  other = {
+    "params": {
+      "w": jax.ShapeDtypeStruct((64, 32), jnp.float32),
+      "b": jax.ShapeDtypeStruct((32,), jnp.float32),
+    },
+    "step": jax.ShapeDtypeStruct((), jnp.int32),
+  }
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=r"checkpoint 2 .* intact files .*"
+    r"another version of the code",
+  ):
     checkpointer.restore(other, move_aside=True)
   assert checkpointer.steps() == [1, 2]
   checkpointer.close()
@@ -177,38 +189,42 @@ def test_config_json_is_replaced_atomically(tiny_config, tmp_path, monkeypatch):
     train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
   monkeypatch.undo()
   assert path.read_text() == before
-  assert [p.name for p in tmp_path.iterdir()] == [train.CONFIG_FILE]   # no temporary left
+  assert [p.name for p in tmp_path.iterdir()] == [train.CONFIG_FILE]  # no temporary left
 
 
 def test_an_empty_config_json_is_an_error_naming_the_file_and_the_fix(tiny_config, tmp_path):
   train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
   path = tmp_path / train.CONFIG_FILE
   path.write_text("")
-  with pytest.raises(checkpoint.RunStateError, match=rf"{path} is unreadable \(the file is "
-                                                     rf"empty\).*--overwrite"):
+  with pytest.raises(
+    checkpoint.RunStateError,
+    match=rf"{path} is unreadable \(the file is "
+    rf"empty\).*--overwrite",
+  ):
     train.Trainer(tiny_config, str(tmp_path))
   with pytest.raises(checkpoint.RunStateError, match=rf"{path} is unreadable.*delete it"):
     train.load_run_config(str(tmp_path))
   path.write_text('{"model": {"d_mod')
   with pytest.raises(checkpoint.RunStateError, match=rf"{path} is unreadable \(Unterminated"):
     train.load_run_config(str(tmp_path))
-  train._check_workdir(tiny_config, str(tmp_path), overwrite=True)   # starts the run again
+  train._check_workdir(tiny_config, str(tmp_path), overwrite=True)  # starts the run again
   assert train.load_run_config(str(tmp_path)).model.d_model == tiny_config.model.d_model
 
 
-def test_a_saved_config_that_predates_a_field_resumes_only_at_its_default(tiny_config,
-                                                                          tmp_path, caplog):
+def test_a_saved_config_that_predates_a_field_resumes_only_at_its_default(
+  tiny_config, tmp_path, caplog
+):
   caplog.set_level(logging.INFO)
   train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
   path = tmp_path / train.CONFIG_FILE
   saved = json.loads(path.read_text())
-  assert saved["model"]["scale_attention"] is True    # the base default
+  assert saved["model"]["scale_attention"] is True  # the base default
   del saved["model"]["scale_attention"]
   del saved["train"]["branch_schedule"]
   path.write_text(json.dumps(saved))
   train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
   assert "model.scale_attention=True" in caplog.text and "predates" in caplog.text
-  assert "scale_attention" in json.loads(path.read_text())["model"]   # written in full again
+  assert "scale_attention" in json.loads(path.read_text())["model"]  # written in full again
 
   path.write_text(json.dumps(saved))
   tiny_config.model.scale_attention = False

@@ -35,8 +35,12 @@ def test_wmt14_variants_are_valid_and_match_the_papers(variant):
   large = variant in ("transformer_big", "weighted_large", "big")
   assert config.model.d_model == (1024 if large else 512)
   assert config.model.dropout_rate == (0.3 if large else 0.1)
-  expected_steps = {"transformer_base": 100_000, "transformer_big": 300_000,
-                    "weighted_small": 60_000, "weighted_large": 250_000}
+  expected_steps = {
+    "transformer_base": 100_000,
+    "transformer_big": 300_000,
+    "weighted_small": 60_000,
+    "weighted_large": 250_000,
+  }
   if variant in expected_steps:
     assert config.train.num_steps == expected_steps[variant]
   if variant in wmt14.TABLE2_LAYERS:
@@ -74,8 +78,9 @@ def test_every_sweep_point_gives_a_valid_config(sweep):
 
 
 def test_a_sweep_value_that_cannot_work_is_caught_by_validation():
-  config = common.with_overrides(multi30k.get_config("small"),
-                                 {"model.attention": "weighted", "model.num_branches": 3})
+  config = common.with_overrides(
+    multi30k.get_config("small"), {"model.attention": "weighted", "model.num_branches": 3}
+  )
   with pytest.raises(models.ConfigError, match="num_branches=3 does not divide"):
     train.validate_config(config)
 
@@ -86,26 +91,33 @@ def _validate(config, section):
 
 
 # A typo of a field in each section, and the field it should name.
-TYPOS = [("model", "num_head", "num_heads"), ("data", "vocab_sise", "vocab_size"),
-         ("train", "learnig_rate_scale", "learning_rate_scale"),
-         ("decode", "beam_sise", "beam_size"), ("compare", "seed", "seeds"),
-         ("distributed", "process_idd", "process_id")]
+TYPOS = [
+  ("model", "num_head", "num_heads"),
+  ("data", "vocab_sise", "vocab_size"),
+  ("train", "learnig_rate_scale", "learning_rate_scale"),
+  ("decode", "beam_sise", "beam_size"),
+  ("compare", "seed", "seeds"),
+  ("distributed", "process_idd", "process_id"),
+]
 
 
 @pytest.mark.parametrize("section, typo, field", TYPOS)
-def test_an_unknown_field_in_a_config_file_is_refused_with_the_closest_name(section, typo,
-                                                                            field):
+def test_an_unknown_field_in_a_config_file_is_refused_with_the_closest_name(section, typo, field):
   config = multi30k.get_config("tiny")
   config[section][typo] = config[section][field]
-  with pytest.raises(config_checks.ConfigError,
-                     match=re.escape(f"config.{section}.{typo} is not a field (did you mean "
-                                     f"config.{section}.{field}?)")):
+  with pytest.raises(
+    config_checks.ConfigError,
+    match=re.escape(
+      f"config.{section}.{typo} is not a field (did you mean config.{section}.{field}?)"
+    ),
+  ):
     _validate(config, section)
 
 
 # ml_collections' config_flags loads config files with the deprecated `load_module`.
 parses_config_files = pytest.mark.filterwarnings(
-    "ignore:the load_module\\(\\) method is deprecated:DeprecationWarning")
+  "ignore:the load_module\\(\\) method is deprecated:DeprecationWarning"
+)
 
 
 def _parse_command_line(*overrides):
@@ -118,22 +130,31 @@ def _parse_command_line(*overrides):
 
 
 @parses_config_files
-@pytest.mark.parametrize("override, message", [
-    *[(f"--config.{section}.{typo}=1", f"config.{section}.{typo} is not a field (did you mean "
-                                        f"config.{section}.{field}?)")
-      for section, typo, field in TYPOS],
+@pytest.mark.parametrize(
+  "override, message",
+  [
+    *[
+      (
+        f"--config.{section}.{typo}=1",
+        f"config.{section}.{typo} is not a field (did you mean config.{section}.{field}?)",
+      )
+      for section, typo, field in TYPOS
+    ],
     ("--config.modle.num_heads=1", "config.modle is not a field (did you mean config.model?)"),
-])
-def test_an_unknown_field_on_the_command_line_is_a_flag_error_with_the_closest_name(override,
-                                                                                    message):
+  ],
+)
+def test_an_unknown_field_on_the_command_line_is_a_flag_error_with_the_closest_name(
+  override, message
+):
   with pytest.raises(flags.Error, match=re.escape(message)):
     _parse_command_line(override)
 
 
 @parses_config_files
 def test_known_fields_still_parse_on_the_command_line():
-  config = _parse_command_line("--config.model.num_branches=2", "--config.data.data_dir=/x",
-                               "--config.compare.seeds=(0, 1)")
+  config = _parse_command_line(
+    "--config.model.num_branches=2", "--config.data.data_dir=/x", "--config.compare.seeds=(0, 1)"
+  )
   assert (config.model.num_branches, config.data.data_dir) == (2, "/x")
   assert config.compare.seeds == (0, 1)
   base.validate(config)
@@ -143,22 +164,30 @@ def test_known_fields_still_parse_on_the_command_line():
 def test_the_command_reports_a_mistyped_field_in_one_line_before_anything_loads(tmp_path):
   typo_config = tmp_path / "typo.py"
   typo_config.write_text(
-      "from experiments.configs import multi30k\n\n\n"
-      "def get_config():\n"
-      "  config = multi30k.get_config('tiny')\n"
-      f"  config.data.data_dir = {str(tmp_path / 'no-data')!r}\n"
-      "  config.train.learnig_rate_scale = 2.0\n"
-      "  return config\n")
+    "from experiments.configs import multi30k\n\n\n"
+    "def get_config():\n"
+    "  config = multi30k.get_config('tiny')\n"
+    f"  config.data.data_dir = {str(tmp_path / 'no-data')!r}\n"
+    "  config.train.learnig_rate_scale = 2.0\n"
+    "  return config\n"
+  )
   commands = {
-      "command line": ["--config", "experiments/configs/multi30k.py:tiny",
-                       "--config.model.num_head=2"],
-      "config file": ["--config", str(typo_config)],
+    "command line": [
+      "--config",
+      "experiments/configs/multi30k.py:tiny",
+      "--config.model.num_head=2",
+    ],
+    "config file": ["--config", str(typo_config)],
   }
   for where, arguments in commands.items():
     workdir = tmp_path / where.replace(" ", "_")
-    result = subprocess.run([sys.executable, "-m", "experiments.run", *arguments,
-                             "--workdir", str(workdir)], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+      [sys.executable, "-m", "experiments.run", *arguments, "--workdir", str(workdir)],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     assert result.returncode != 0, where
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "did you mean config." in result.stderr.strip().splitlines()[0], result.stderr
@@ -167,9 +196,14 @@ def test_the_command_reports_a_mistyped_field_in_one_line_before_anything_loads(
 
 
 # A numeric field of each section.
-NUMERIC_FIELDS = [("model", "layer_norm_epsilon"), ("data", "max_length"),
-                  ("train", "learning_rate_scale"), ("decode", "length_penalty"),
-                  ("compare", "interleave_steps"), ("distributed", "num_processes")]
+NUMERIC_FIELDS = [
+  ("model", "layer_norm_epsilon"),
+  ("data", "max_length"),
+  ("train", "learning_rate_scale"),
+  ("decode", "length_penalty"),
+  ("compare", "interleave_steps"),
+  ("distributed", "num_processes"),
+]
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -178,23 +212,31 @@ def test_every_section_refuses_nan_and_infinity(section, field, value):
   config = multi30k.get_config("tiny")
   with config.ignore_type():
     config[section][field] = value
-  with pytest.raises(config_checks.ConfigError,
-                     match=re.escape(f"config.{section}.{field}={value!r} must be")):
+  with pytest.raises(
+    config_checks.ConfigError, match=re.escape(f"config.{section}.{field}={value!r} must be")
+  ):
     _validate(config, section)
 
 
 # An integer field of each section.
-INTEGER_FIELDS = [("model", "num_layers"), ("data", "num_buckets"), ("train", "num_steps"),
-                  ("decode", "beam_size"), ("compare", "interleave_steps"),
-                  ("distributed", "process_id")]
+INTEGER_FIELDS = [
+  ("model", "num_layers"),
+  ("data", "num_buckets"),
+  ("train", "num_steps"),
+  ("decode", "beam_size"),
+  ("compare", "interleave_steps"),
+  ("distributed", "process_id"),
+]
 
 
 @pytest.mark.parametrize("section, field", INTEGER_FIELDS)
 def test_every_section_refuses_a_bool_as_an_integer(section, field):
   config = multi30k.get_config("tiny")
   config[section][field] = True
-  with pytest.raises(config_checks.ConfigError,
-                     match=rf"config\.{section}\.{field}=True must be (an|a positive) integer"):
+  with pytest.raises(
+    config_checks.ConfigError,
+    match=rf"config\.{section}\.{field}=True must be (an|a positive) integer",
+  ):
     _validate(config, section)
 
 

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from wt.data import DataError
-from wt.data import batching
+from wt.data import DataError, batching
 
 
 def _lengths(num_examples=3000, seed=0):
@@ -18,17 +17,21 @@ def _lengths(num_examples=3000, seed=0):
 def test_ragged_tokens_padding_selection_and_truncation():
   tokens = batching.RaggedTokens.from_lists([[5, 6, 1], [7, 1], [8, 9, 10, 11, 1]])
   assert tokens.lengths.tolist() == [3, 2, 5]
-  np.testing.assert_array_equal(tokens.padded(np.array([2, -1, 1]), 6), [
-      [8, 9, 10, 11, 1, 0], [0, 0, 0, 0, 0, 0], [7, 1, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(
+    tokens.padded(np.array([2, -1, 1]), 6),
+    [[8, 9, 10, 11, 1, 0], [0, 0, 0, 0, 0, 0], [7, 1, 0, 0, 0, 0]],
+  )
   selected = tokens.select(np.array([2, 0]))
-  np.testing.assert_array_equal(selected.padded(np.arange(2), 5), [[8, 9, 10, 11, 1],
-                                                                   [5, 6, 1, 0, 0]])
+  np.testing.assert_array_equal(
+    selected.padded(np.arange(2), 5), [[8, 9, 10, 11, 1], [5, 6, 1, 0, 0]]
+  )
   joined = batching.RaggedTokens.concatenate([tokens, selected, tokens.select(np.array([], int))])
   np.testing.assert_array_equal(joined.lengths, [3, 2, 5, 5, 3])
   np.testing.assert_array_equal(joined.padded(np.array([4]), 3), [[5, 6, 1]])
   truncated = tokens.truncated(3, end_id=1)
-  np.testing.assert_array_equal(truncated.padded(np.arange(3), 3), [[5, 6, 1], [7, 1, 0],
-                                                                    [8, 9, 1]])
+  np.testing.assert_array_equal(
+    truncated.padded(np.arange(3), 3), [[5, 6, 1], [7, 1, 0], [8, 9, 1]]
+  )
 
 
 def test_chosen_shapes_cover_all_examples_and_beat_equal_width_buckets():
@@ -71,8 +74,13 @@ def _plan(num_examples=3000):
   source, target = _lengths(num_examples)
   shapes = batching.choose_bucket_lengths(source, target, num_buckets=5, quantum=1)
   rows = batching.rows_per_bucket(shapes, 1024, row_multiple=4)
-  return batching.TrainPlan(batching.assign_buckets(source, target, shapes), shapes, rows), \
-      source, target, shapes, rows
+  return (
+    batching.TrainPlan(batching.assign_buckets(source, target, shapes), shapes, rows),
+    source,
+    target,
+    shapes,
+    rows,
+  )
 
 
 def test_train_plan_epoch_fits_shapes_and_uses_each_example_at_most_once():
@@ -106,8 +114,7 @@ def test_eval_plan_yields_every_example_once_moving_leftovers_on():
   assert [bucket for bucket, _ in plan] == [0, 1, 1, 2]
   assert [indices.tolist() for _, indices in plan] == [[1, 5], [0, 2], [3, 6], [4, 7]]
   plan = batching.eval_plan(buckets, rows=2, spill_to=[None, None, None])
-  assert [indices.tolist() for _, indices in plan] == [[1, 5], [7, -1], [0, 2], [3, 6],
-                                                       [4, -1]]
+  assert [indices.tolist() for _, indices in plan] == [[1, 5], [7, -1], [0, 2], [3, 6], [4, -1]]
 
 
 def test_spill_targets_are_the_smallest_shapes_that_hold_each_shape():

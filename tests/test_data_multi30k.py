@@ -10,19 +10,29 @@ import threading
 import time
 
 import pytest
-from tests.synthetic_corpus import write_gzip_lines, write_multi30k
 
-from wt.data import DataError, default_data_config, load_translation_data
-from wt.data import multi30k
+from tests.synthetic_corpus import write_gzip_lines, write_multi30k
+from wt.data import DataError, default_data_config, load_translation_data, multi30k
 
 SHARED_COPY = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
 
 
 def _config(tmp_path, data_dir, **overrides):
   config = default_data_config()
-  config.update({**dict(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"),
-                        vocab_size=100, max_length=64, tokens_per_batch=512, num_buckets=4,
-                        eval_batch_size=8), **overrides})
+  config.update(
+    {
+      **dict(
+        data_dir=str(data_dir),
+        cache_dir=str(tmp_path / "cache"),
+        vocab_size=100,
+        max_length=64,
+        tokens_per_batch=512,
+        num_buckets=4,
+        eval_batch_size=8,
+      ),
+      **overrides,
+    }
+  )
   return config
 
 
@@ -56,14 +66,16 @@ def test_all_splits_are_built_in_file_order(built):
 
 def test_the_other_direction_shares_the_vocabulary_and_the_built_data(built):
   corpora, tmp_path, data = built
-  reverse = load_translation_data(_config(tmp_path, tmp_path / "raw", source_lang="de",
-                                          target_lang="en"))
+  reverse = load_translation_data(
+    _config(tmp_path, tmp_path / "raw", source_lang="de", target_lang="en")
+  )
   assert reverse.raw_split("validation") == (corpora["val"]["de"], corpora["val"]["en"])
   assert reverse.tokenizer.model_path == data.tokenizer.model_path
 
 
 def test_explicit_folder_or_its_parent_or_env_is_used_before_the_shared_copy(
-        isolated, monkeypatch, tmp_path):
+  isolated, monkeypatch, tmp_path
+):
   write_multi30k(tmp_path / "parent" / "multi30k")
   write_multi30k(tmp_path / "shared")
   monkeypatch.setattr(multi30k, "REPO_SHARED_COPY", tmp_path / "shared")
@@ -98,8 +110,7 @@ def test_a_server_that_never_answers_times_out(isolated, monkeypatch, tmp_path):
   with socket.socket() as silent:  # Accepts connections (backlog) but never answers.
     silent.bind(("127.0.0.1", 0))
     silent.listen()
-    monkeypatch.setattr(multi30k, "UPSTREAM_URL",
-                        f"http://127.0.0.1:{silent.getsockname()[1]}/raw")
+    monkeypatch.setattr(multi30k, "UPSTREAM_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/raw")
     started = time.monotonic()
     with pytest.raises(DataError, match="timed out|no answer"):
       multi30k.find_raw_dir(None, tmp_path / "downloads")
@@ -145,8 +156,9 @@ def test_line_count_mismatch_names_both_files_and_counts(isolated, tmp_path):
   write_gzip_lines(tmp_path / "raw" / "val.de.gz", corpora["val"]["de"][:-1])
   with pytest.raises(DataError) as error:
     load_translation_data(_config(tmp_path, tmp_path / "raw"))
-  assert (f"{tmp_path / 'raw' / 'val.en.gz'} has 30 lines but "
-          f"{tmp_path / 'raw' / 'val.de.gz'} has 29") in str(error.value)
+  assert (
+    f"{tmp_path / 'raw' / 'val.en.gz'} has 30 lines but {tmp_path / 'raw' / 'val.de.gz'} has 29"
+  ) in str(error.value)
 
 
 def test_invalid_utf8_names_the_file_and_line(isolated, tmp_path):

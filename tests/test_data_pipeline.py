@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 import pytest
-from tests.synthetic_corpus import InMemorySource, parallel_corpus
 
+from tests.synthetic_corpus import InMemorySource, parallel_corpus
 from wt.data import DataError, default_data_config
 from wt.data.pipeline import TranslationData
 
@@ -16,8 +16,12 @@ EOS = 1
 
 def _config(**overrides):
   config = default_data_config()
-  config.update({**dict(vocab_size=100, max_length=64, tokens_per_batch=512, num_buckets=4,
-                        eval_batch_size=8), **overrides})
+  config.update(
+    {
+      **dict(vocab_size=100, max_length=64, tokens_per_batch=512, num_buckets=4, eval_batch_size=8),
+      **overrides,
+    }
+  )
   return config
 
 
@@ -28,8 +32,9 @@ def source():
   train["de"][9] = "  "
   train["de"][11] = " ".join(["hund"] * 80)  # Far over max_length=64: skipped in training.
   validation = parallel_corpus(37, seed=1, max_words=40)  # Some longer than max_length.
-  return InMemorySource({"train": train, "validation": validation,
-                         "test": parallel_corpus(20, seed=2)})
+  return InMemorySource(
+    {"train": train, "validation": validation, "test": parallel_corpus(20, seed=2)}
+  )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,7 @@ def _assert_eos_terminated(rows):
     tokens = row[row != 0]
     if len(tokens):  # All-pad rows are allowed only in evaluation.
       assert tokens[-1] == EOS and (tokens[:-1] != EOS).all()
-      assert (row[len(tokens):] == 0).all()
+      assert (row[len(tokens) :] == 0).all()
 
 
 def test_training_batches_respect_the_budget_and_only_the_listed_shapes(data):
@@ -87,8 +92,10 @@ def test_same_seed_gives_the_same_batches_and_another_seed_others(data):
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a["inputs"], b["inputs"])
     np.testing.assert_array_equal(a["targets"], b["targets"])
-  assert any(a["inputs"].shape != c["inputs"].shape or (a["inputs"] != c["inputs"]).any()
-             for a, c in zip(first, other))
+  assert any(
+    a["inputs"].shape != c["inputs"].shape or (a["inputs"] != c["inputs"]).any()
+    for a, c in zip(first, other)
+  )
 
 
 def test_a_restored_position_continues_the_same_stream(data):
@@ -108,23 +115,28 @@ def test_epochs_differ_but_have_the_same_number_of_batches(data):
   stream = _take(data, seed=0, count=2 * per_epoch)
   first, second = stream[:per_epoch], stream[per_epoch:]
   assert sorted(b["inputs"].shape for b in first) == sorted(b["inputs"].shape for b in second)
-  assert any(a["inputs"].shape != b["inputs"].shape or (a["inputs"] != b["inputs"]).any()
-             for a, b in zip(first, second))
+  assert any(
+    a["inputs"].shape != b["inputs"].shape or (a["inputs"] != b["inputs"]).any()
+    for a, b in zip(first, second)
+  )
 
 
 def test_process_slices_concatenate_to_the_global_batch(source, cache_dir):
   whole = _data(source, cache_dir, row_multiple=4)
-  parts = [_data(source, cache_dir, row_multiple=2, process_index=i, process_count=2)
-           for i in range(2)]
+  parts = [
+    _data(source, cache_dir, row_multiple=2, process_index=i, process_count=2) for i in range(2)
+  ]
   assert parts[0].batch_shapes == parts[1].batch_shapes == whole.batch_shapes
   assert {b["inputs"].shape[0] for b in _take(parts[0], 1, 5)} <= {
-      rows // 2 for rows, _, _ in whole.batch_shapes}
+    rows // 2 for rows, _, _ in whole.batch_shapes
+  }
   streams = [_take(data, seed=1, count=whole.batches_per_epoch + 2) for data in parts]
   for expected, first, second in zip(_take(whole, 1, whole.batches_per_epoch + 2), *streams):
     for key in ("inputs", "targets"):
       np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), expected[key])
-  for expected, first, second in zip(whole.eval_batches("validation"),
-                                     *(data.eval_batches("validation") for data in parts)):
+  for expected, first, second in zip(
+    whole.eval_batches("validation"), *(data.eval_batches("validation") for data in parts)
+  ):
     for key in ("inputs", "targets", "index"):
       np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), expected[key])
 
@@ -177,7 +189,9 @@ def test_tokenizer_and_tokens_are_cached_and_reused(source, cache_dir, monkeypat
   assert other.tokenizer.model_path != model_path and other.tokenizer.vocab_size == 90
 
 
-@pytest.mark.parametrize("field, value, fragment", [
+@pytest.mark.parametrize(
+  "field, value, fragment",
+  [
     ("dataset", "wmt19", "use one of ['multi30k', 'wmt14']"),
     ("source_lang", "fr", "use one of ('en', 'de')"),
     ("target_lang", "en", "must differ from source_lang"),
@@ -185,7 +199,8 @@ def test_tokenizer_and_tokens_are_cached_and_reused(source, cache_dir, monkeypat
     ("tokens_per_batch", 32, "at least max_length=64"),
     ("spm_model_type", "wordpiece", "use one of"),
     ("eval_split", "test2019", "has splits"),
-])
+  ],
+)
 def test_bad_config_fields_are_named(source, cache_dir, field, value, fragment):
   with pytest.raises(DataError, match=rf"config\.data\.{field}={value!r}") as error:
     TranslationData(_config(**{field: value}), source, cache_dir=cache_dir)

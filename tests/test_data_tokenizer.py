@@ -2,8 +2,8 @@
 
 import pytest
 import sentencepiece as spm
-from tests.synthetic_corpus import parallel_corpus
 
+from tests.synthetic_corpus import parallel_corpus
 from wt.data import DataError
 from wt.data.cache import publish
 from wt.data.tokenizer import load_or_train_tokenizer
@@ -17,8 +17,9 @@ def corpus():
 @pytest.fixture(scope="module")
 def tokenizer(corpus, tmp_path_factory):
   path = tmp_path_factory.mktemp("spm") / "spm.model"
-  return load_or_train_tokenizer(path, lambda: corpus["en"] + corpus["de"], vocab_size=150,
-                                 model_type="unigram")
+  return load_or_train_tokenizer(
+    path, lambda: corpus["en"] + corpus["de"], vocab_size=150, model_type="unigram"
+  )
 
 
 def test_special_ids_and_vocab_size(tokenizer):
@@ -45,15 +46,17 @@ def test_an_existing_model_is_loaded_not_retrained(tokenizer):
   def no_sentences():
     raise AssertionError("should not train again")
 
-  again = load_or_train_tokenizer(tokenizer.model_path, no_sentences, vocab_size=150,
-                                  model_type="unigram")
+  again = load_or_train_tokenizer(
+    tokenizer.model_path, no_sentences, vocab_size=150, model_type="unigram"
+  )
   assert again.encode("A dog runs.") == tokenizer.encode("A dog runs.")
 
 
 def test_a_vocabulary_too_large_for_the_text_is_explained(corpus, tmp_path):
   with pytest.raises(DataError, match=r"vocab_size=5000 .* Lower config\.data\.vocab_size"):
-    load_or_train_tokenizer(tmp_path / "spm.model", lambda: corpus["en"][:20],
-                            vocab_size=5000, model_type="unigram")
+    load_or_train_tokenizer(
+      tmp_path / "spm.model", lambda: corpus["en"][:20], vocab_size=5000, model_type="unigram"
+    )
   assert not list(tmp_path.iterdir())  # Nothing half-written is left behind.
 
 

@@ -20,9 +20,17 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
   config = default_data_config()
-  config.update(dict(dataset="wmt14", cache_dir=str(tmp_path_factory.mktemp("cache")),
-                     vocab_size=60, max_length=64, tokens_per_batch=512, num_buckets=3,
-                     eval_batch_size=8))
+  config.update(
+    dict(
+      dataset="wmt14",
+      cache_dir=str(tmp_path_factory.mktemp("cache")),
+      vocab_size=60,
+      max_length=64,
+      tokens_per_batch=512,
+      num_buckets=3,
+      eval_batch_size=8,
+    )
+  )
   with tfds.testing.mock_data(num_examples=50):
     yield load_translation_data(config, row_multiple=2)
 
@@ -64,8 +72,9 @@ def test_wmt14_is_never_a_fallback_for_multi30k(monkeypatch, tmp_path):
 # A local copy in plain-text files (no TFDS, no network).
 
 
-def _write_local_copy(folder, sizes=(("train", 300), ("validation", 20), ("test", 25)),
-                      gzipped=False):
+def _write_local_copy(
+  folder, sizes=(("train", 300), ("validation", 20), ("test", 25)), gzipped=False
+):
   corpora = {}
   folder.mkdir(parents=True, exist_ok=True)
   for seed, (split, size) in enumerate(sizes):
@@ -74,8 +83,9 @@ def _write_local_copy(folder, sizes=(("train", 300), ("validation", 20), ("test"
       if gzipped:
         write_gzip_lines(folder / f"{split}.{language}.gz", lines)
       else:
-        (folder / f"{split}.{language}").write_text("".join(f"{line}\n" for line in lines),
-                                                    encoding="utf-8")
+        (folder / f"{split}.{language}").write_text(
+          "".join(f"{line}\n" for line in lines), encoding="utf-8"
+        )
   return corpora
 
 
@@ -84,9 +94,18 @@ def test_a_local_copy_is_read_without_tfds(tmp_path, monkeypatch, gzipped):
   corpora = _write_local_copy(tmp_path / "wmt14", gzipped=gzipped)
   monkeypatch.setattr(tfds, "builder", lambda *a, **k: pytest.fail("TFDS was opened"))
   config = default_data_config()
-  config.update(dict(dataset="wmt14", data_dir=str(tmp_path / "wmt14"),
-                     cache_dir=str(tmp_path / "cache"), vocab_size=60, max_length=64,
-                     tokens_per_batch=512, num_buckets=2, eval_batch_size=8))
+  config.update(
+    dict(
+      dataset="wmt14",
+      data_dir=str(tmp_path / "wmt14"),
+      cache_dir=str(tmp_path / "cache"),
+      vocab_size=60,
+      max_length=64,
+      tokens_per_batch=512,
+      num_buckets=2,
+      eval_batch_size=8,
+    )
+  )
   data = load_translation_data(config, row_multiple=2)
   assert data.tokenizer.model_path.parent.name.startswith("wmt14_local-")
   for split, corpus in corpora.items():
@@ -99,7 +118,7 @@ def test_a_local_copy_is_keyed_by_its_training_bytes(tmp_path):
   for name in ("a", "b"):
     _write_local_copy(tmp_path / name, sizes=(("train", 30),))
   identity = lambda name: wmt14.LocalSource.open(str(tmp_path / name)).identity
-  assert identity("a") == identity("b")          # another host's copy of the same files
+  assert identity("a") == identity("b")  # another host's copy of the same files
   with open(tmp_path / "b" / "train.de", "a", encoding="utf-8") as f:
     f.write("Noch ein Satz.\n")
   assert identity("a") != identity("b")
@@ -121,8 +140,9 @@ def test_a_local_copy_with_a_missing_or_misaligned_file_is_refused(tmp_path):
 
 
 def test_the_synthetic_corpus_has_wmt14s_shape_in_the_local_file_form(tmp_path):
-  sizes = wmt14_scale.generate(tmp_path, 4000, seed=0, words=5000,
-                               eval_pairs={"validation": 30, "test": 40})
+  sizes = wmt14_scale.generate(
+    tmp_path, 4000, seed=0, words=5000, eval_pairs={"validation": 30, "test": 40}
+  )
   source = wmt14.LocalSource.open(str(tmp_path))
   english, german = source.read("train", "en", "de")
   assert len(english) == len(german) == sizes["train"] == 4000
@@ -132,10 +152,11 @@ def test_the_synthetic_corpus_has_wmt14s_shape_in_the_local_file_form(tmp_path):
   ratio = np.array([len(g.split()) for g in german]).sum() / words.sum()
   assert 0.9 < ratio < 1.0
   counts = np.sort(np.unique(" ".join(english).lower().split(), return_counts=True)[1])[::-1]
-  assert counts[0] > 5 * counts[9] and counts[9] > 5 * counts[99]    # Zipfian ranks
+  assert counts[0] > 5 * counts[9] and counts[9] > 5 * counts[99]  # Zipfian ranks
   assert any(c in "".join(german[:200]) for c in "äöüß") and english[0][0].isupper()
-  assert wmt14_scale.generate(tmp_path / "again", 4000, seed=0, words=5000,
-                              eval_pairs={}) == {"train": 4000}
+  assert wmt14_scale.generate(tmp_path / "again", 4000, seed=0, words=5000, eval_pairs={}) == {
+    "train": 4000
+  }
   assert (tmp_path / "again" / "train.de").read_bytes() == (tmp_path / "train.de").read_bytes()
 
 
@@ -144,16 +165,40 @@ def test_the_scale_run_measures_every_input_stage(tmp_path):
   doc = tmp_path / "scaling.md"
   doc.write_text("<!-- wmt14_scale:begin -->\n<!-- wmt14_scale:end -->\n")
   done = subprocess.run(
-      [sys.executable, "-m", "experiments.wmt14_scale", "--workdir", str(tmp_path / "run"),
-       "--num_pairs", "4500", "--vocab_size", "2000", "--json", str(tmp_path / "r.json"),
-       "--write", str(doc)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    [
+      sys.executable,
+      "-m",
+      "experiments.wmt14_scale",
+      "--workdir",
+      str(tmp_path / "run"),
+      "--num_pairs",
+      "4500",
+      "--vocab_size",
+      "2000",
+      "--json",
+      str(tmp_path / "r.json"),
+      "--write",
+      str(doc),
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   results = json.loads((tmp_path / "r.json").read_text())
   cold = {row["stage"]: row for row in results["cold"]["stages"]}
-  for stage in ("hash the training files", "read a split", "train SentencePiece", "tokenise",
-                "choose the buckets", "plan the epochs", "100 training batches"):
+  for stage in (
+    "hash the training files",
+    "read a split",
+    "train SentencePiece",
+    "tokenise",
+    "choose the buckets",
+    "plan the epochs",
+    "100 training batches",
+  ):
     assert cold[stage]["seconds"] > 0 and cold[stage]["peak_bytes"] > 0, stage
   warm = {row["stage"] for row in results["warm"]["stages"]}
-  assert "train SentencePiece" not in warm and "tokenise" in warm   # validation split only
+  assert "train SentencePiece" not in warm and "tokenise" in warm  # validation split only
   assert results["cold"]["vocab_size"] == 2000 and results["cold"]["train_pairs_kept"] > 4400
   assert "| cold | train SentencePiece |" in doc.read_text()

@@ -19,19 +19,30 @@ import pytest
 
 from wt import decode, models
 
-TINY = dict(vocab_size=40, num_layers=2, d_model=16, d_ff=32, num_heads=4, num_branches=4,
-            max_len=64, dropout_rate=0.0, share_embeddings="none")
+TINY = dict(
+  vocab_size=40,
+  num_layers=2,
+  d_model=16,
+  d_ff=32,
+  num_heads=4,
+  num_branches=4,
+  max_len=64,
+  dropout_rate=0.0,
+  share_embeddings="none",
+)
 VARIANTS = {
-    "transformer": dict(attention="multihead"),
-    "weighted-encdec": dict(attention="weighted", branched_decoder="encdec"),
-    "weighted-both": dict(attention="weighted", branched_decoder="both"),
-    "weighted-sublayers-both": dict(attention="weighted", branched_decoder="both",
-                                    branch_residual="sublayers"),
+  "transformer": dict(attention="multihead"),
+  "weighted-encdec": dict(attention="weighted", branched_decoder="encdec"),
+  "weighted-both": dict(attention="weighted", branched_decoder="both"),
+  "weighted-sublayers-both": dict(
+    attention="weighted", branched_decoder="both", branch_residual="sublayers"
+  ),
 }
-EXTRA = 6   # max_extra_len in most tests: short loops, and sentences that reach their limit
+EXTRA = 6  # max_extra_len in most tests: short loops, and sentences that reach their limit
 # Mixed lengths (non-pad counts 3, 10, 6, 5, 8, 2), EOS-terminated, 0-padded to 10, and an
 # all-pad filler row (as at the end of an evaluation set), which decodes to a lone EOS.
-INPUTS = np.array([
+INPUTS = np.array(
+  [
     [5, 6, 1, 0, 0, 0, 0, 0, 0, 0],
     [7, 8, 9, 10, 11, 12, 13, 14, 15, 1],
     [16, 17, 18, 19, 20, 1, 0, 0, 0, 0],
@@ -39,7 +50,9 @@ INPUTS = np.array([
     [25, 26, 27, 28, 29, 30, 31, 1, 0, 0],
     [32, 1, 0, 0, 0, 0, 0, 0, 0, 0],
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-], np.int32)
+  ],
+  np.int32,
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,7 +67,7 @@ def eos_biased(variant, bias, seed=0):
   EOS column of the output projection; with branch_residual="sublayers" the last LayerNorms
   are the branches' own, whose alpha-weighted sum moves by the same vector)."""
   _, params = build(variant, seed)
-  params = jax.tree_util.tree_map(lambda x: x, params)   # a copy of the nested dicts
+  params = jax.tree_util.tree_map(lambda x: x, params)  # a copy of the nested dicts
   eos = params["logits_projection"]["kernel"][:, decode.EOS]
   layer = params[f"decoder_layers_{TINY['num_layers'] - 1}"]
   if "ffn_norm" in layer or "cross_attention_norm" in layer:
@@ -110,7 +123,7 @@ def recompute_greedy(model, params, inputs, extra):
     buffer[:, t] = 2
     log_probs = np.array(jax.nn.log_softmax(forward_fn(model)(params, inputs, buffer)[:, t]))
     log_probs[:, decode.PAD] = -np.inf
-    log_probs[t >= limits - 1, decode.EOS + 1:] = -np.inf
+    log_probs[t >= limits - 1, decode.EOS + 1 :] = -np.inf
     token = np.where(finished, 0, log_probs.argmax(-1))
     tokens[:, t] = token
     finished |= token == decode.EOS
@@ -127,30 +140,37 @@ def recompute_beam_search(model, params, inputs, k, alpha, extra):
   """
   batch, length = inputs.shape[0], inputs.shape[1] + extra
   limits = limits_of(inputs, extra)
-  alive = [[((), 0.0)] for _ in range(batch)]          # (tokens, log-probability)
-  best = [((), -np.inf) for _ in range(batch)]          # (tokens, score)
+  alive = [[((), 0.0)] for _ in range(batch)]  # (tokens, log-probability)
+  best = [((), -np.inf) for _ in range(batch)]  # (tokens, score)
   row_inputs = np.repeat(inputs, k, axis=0)
   for t in range(length):
     if not any(alive):
       break
     buffer = np.zeros((batch * k, length), np.int32)
-    buffer[:, t] = 2   # dummy non-pad target at the predicted position (see recompute_greedy)
+    buffer[:, t] = 2  # dummy non-pad target at the predicted position (see recompute_greedy)
     for b, hypotheses in enumerate(alive):
       for j, (tokens, _) in enumerate(hypotheses):
         buffer[b * k + j, :t] = tokens
-    log_probs = np.asarray(jax.nn.log_softmax(
-        forward_fn(model)(params, row_inputs, buffer)[:, t]), np.float64)
+    log_probs = np.asarray(
+      jax.nn.log_softmax(forward_fn(model)(params, row_inputs, buffer)[:, t]), np.float64
+    )
     for b, hypotheses in enumerate(alive):
       allowed = [decode.EOS] if t == limits[b] - 1 else range(1, log_probs.shape[1])
-      candidates = sorted(((log_prob + log_probs[b * k + j, v], tokens + (v,))
-                           for j, (tokens, log_prob) in enumerate(hypotheses) for v in allowed),
-                          key=lambda c: -c[0])[: 2 * k]
+      candidates = sorted(
+        (
+          (log_prob + log_probs[b * k + j, v], tokens + (v,))
+          for j, (tokens, log_prob) in enumerate(hypotheses)
+          for v in allowed
+        ),
+        key=lambda c: -c[0],
+      )[: 2 * k]
       for rank, (log_prob, tokens) in enumerate(candidates):
         score = log_prob / penalty(t + 1, alpha)
         if tokens[-1] == decode.EOS and rank < k and score > best[b][1]:
           best[b] = (tokens, score)
-      alive[b] = [(tokens, log_prob) for log_prob, tokens in candidates
-                  if tokens[-1] != decode.EOS][:k]
+      alive[b] = [
+        (tokens, log_prob) for log_prob, tokens in candidates if tokens[-1] != decode.EOS
+      ][:k]
   tokens = np.zeros((batch, length), np.int32)
   for b, (hypothesis, _) in enumerate(best):
     tokens[b, : len(hypothesis)] = hypothesis
@@ -166,8 +186,8 @@ GREEDY = dict(method="greedy", length_penalty=0.6, max_extra_len=EXTRA)
 BEAM1_PLAIN = dict(beam_size=1, length_penalty=0.0, max_extra_len=EXTRA)
 BEAM1 = dict(beam_size=1, length_penalty=0.6, max_extra_len=EXTRA)
 BEAM4 = dict(beam_size=4, length_penalty=0.6, max_extra_len=EXTRA)
-BIASES = (0.0, 1.0)   # EOS logit shifts: late and early EOS, limits reached and not
-MIXED_BIAS = 0.5      # beam 4 then ends sentences early, at the limit and at once
+BIASES = (0.0, 1.0)  # EOS logit shifts: late and early EOS, limits reached and not
+MIXED_BIAS = 0.5  # beam 4 then ends sentences early, at the limit and at once
 
 
 def check_well_formed(tokens, limits):
@@ -196,10 +216,12 @@ def test_cached_greedy_and_beam_one_equal_greedy_that_recomputes_everything(vari
     beam1, beam1_scores = run(model, params, INPUTS, **BEAM1_PLAIN)
     np.testing.assert_array_equal(beam1, greedy)
     # Scores are log-probabilities of the tokens under the full pass, length-penalised.
-    np.testing.assert_allclose(greedy_scores,
-                               full_pass_scores(model, params, INPUTS, greedy, 0.6), rtol=1e-5)
-    np.testing.assert_allclose(beam1_scores,
-                               full_pass_scores(model, params, INPUTS, beam1, 0.0), rtol=1e-5)
+    np.testing.assert_allclose(
+      greedy_scores, full_pass_scores(model, params, INPUTS, greedy, 0.6), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+      beam1_scores, full_pass_scores(model, params, INPUTS, beam1, 0.0), rtol=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -212,8 +234,9 @@ def test_beam_search_equals_a_beam_search_that_recomputes_everything(variant):
     reference, reference_scores = recompute_beam_search(model, params, INPUTS, 4, alpha, EXTRA)
     np.testing.assert_array_equal(tokens, reference)
     np.testing.assert_allclose(scores, reference_scores, rtol=1e-5)
-    np.testing.assert_allclose(scores, full_pass_scores(model, params, INPUTS, tokens, alpha),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+      scores, full_pass_scores(model, params, INPUTS, tokens, alpha), rtol=1e-5
+    )
 
 
 def test_early_stopping_changes_no_result():
@@ -227,8 +250,9 @@ def test_early_stopping_changes_no_result():
     for sentence in INPUTS[:-1]:
       for alpha in (0.6, 2.5):
         tokens, scores = run(model, params, sentence[None], **{**BEAM4, "length_penalty": alpha})
-        reference, reference_scores = recompute_beam_search(model, params, sentence[None], 4,
-                                                            alpha, EXTRA)
+        reference, reference_scores = recompute_beam_search(
+          model, params, sentence[None], 4, alpha, EXTRA
+        )
         np.testing.assert_array_equal(tokens, reference)
         np.testing.assert_allclose(scores, reference_scores, rtol=1e-5)
 
@@ -242,8 +266,9 @@ def test_wider_beams_find_better_length_penalised_scores(variant):
     params = eos_biased(variant, bias)
     greedy.append(run(model, params, INPUTS, **GREEDY)[1])
     tokens, scores = run(model, params, INPUTS, **BEAM1)
-    np.testing.assert_allclose(scores, full_pass_scores(model, params, INPUTS, tokens, 0.6),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+      scores, full_pass_scores(model, params, INPUTS, tokens, 0.6), rtol=1e-5
+    )
     beam1.append(scores)
     beam4.append(run(model, params, INPUTS, **BEAM4)[1])
   greedy, beam1, beam4 = map(np.concatenate, (greedy, beam1, beam4))
@@ -267,8 +292,8 @@ def test_outputs_end_with_eos_by_each_sentences_limit_and_are_zero_after():
       assert np.isfinite(scores).all() and (scores < 0).all()
       lengths = check_well_formed(tokens, limits)
       ended_early += (lengths < limits).sum()
-      reached_limit += (lengths[:-1] == limits[:-1]).sum()   # not the filler row (limit 1)
-  assert ended_early and reached_limit   # both endings occur
+      reached_limit += (lengths[:-1] == limits[:-1]).sum()  # not the filler row (limit 1)
+  assert ended_early and reached_limit  # both endings occur
 
 
 def test_each_sentence_decodes_as_it_would_alone_whatever_the_padding():
@@ -277,7 +302,7 @@ def test_each_sentence_decodes_as_it_would_alone_whatever_the_padding():
   params = eos_biased(variant, MIXED_BIAS)
   tokens, scores = run(model, params, INPUTS, **BEAM4)
   np.testing.assert_array_equal(tokens[-1], [decode.EOS] + [0] * (tokens.shape[1] - 1))
-  short = 6   # the sentences of at most 6 tokens again, padded to 6 only
+  short = 6  # the sentences of at most 6 tokens again, padded to 6 only
   for row, (sentence, expected, score) in enumerate(zip(INPUTS[:-1], tokens, scores)):
     alone, alone_score = run(model, params, sentence[None], **BEAM4)
     np.testing.assert_array_equal(alone[0], expected, err_msg=f"sentence {row}")
@@ -285,7 +310,7 @@ def test_each_sentence_decodes_as_it_would_alone_whatever_the_padding():
     if (sentence > 0).sum() <= short:
       alone, alone_score = run(model, params, sentence[None, :short], **BEAM4)
       np.testing.assert_array_equal(alone[0], expected[: short + EXTRA])
-      assert (expected[short + EXTRA:] == 0).all()
+      assert (expected[short + EXTRA :] == 0).all()
       np.testing.assert_allclose(alone_score[0], score, rtol=1e-5)
 
 
@@ -296,14 +321,17 @@ def test_the_buffer_is_clipped_to_the_models_max_len_with_a_warning():
   tokens = np.asarray(tokens)
   assert tokens.shape == (INPUTS.shape[0], 64)
   limits = np.minimum(limits_of(INPUTS, 60), 64)
-  assert (check_well_formed(tokens, limits) == 64).any()   # EOS forced at the clipped limit
+  assert (check_well_formed(tokens, limits) == 64).any()  # EOS forced at the clipped limit
 
 
-@pytest.mark.parametrize("options, message", [
+@pytest.mark.parametrize(
+  "options, message",
+  [
     (dict(beam_size=0), "beam_size=0 must be a positive integer"),
     (dict(max_extra_len=-1), "max_extra_len=-1 must be a non-negative integer"),
     (dict(method="sample"), "method='sample' must be 'beam' or 'greedy'"),
-])
+  ],
+)
 def test_invalid_options_are_refused_before_tracing(options, message):
   model, _ = build("transformer")
   with pytest.raises(ValueError, match=message):
@@ -316,16 +344,19 @@ def test_sources_longer_than_the_model_takes_are_cut_with_a_warning_and_the_rest
   model, _ = build("transformer")
   params = eos_biased("transformer", MIXED_BIAS)
   limit = 58
-  long_source = np.append(np.arange(79) % 37 + 2, decode.EOS).astype(np.int32)   # 80 tokens
+  long_source = np.append(np.arange(79) % 37 + 2, decode.EOS).astype(np.int32)  # 80 tokens
   inputs = np.zeros((3, 80), np.int32)
   inputs[0] = long_source
   inputs[1, :10] = INPUTS[1]
   cut = np.zeros((3, limit), np.int32)
-  cut[0] = np.append(long_source[:limit - 1], decode.EOS)
+  cut[0] = np.append(long_source[: limit - 1], decode.EOS)
   cut[1, :10] = INPUTS[1]
   for options in (GREEDY, BEAM4):
-    with pytest.warns(UserWarning, match=r"source_len=80 exceeds the 58 source tokens .*rows 0 "
-                                         r"\(80 tokens\)"):
+    with pytest.warns(
+      UserWarning,
+      match=r"source_len=80 exceeds the 58 source tokens .*rows 0 "
+      r"\(80 tokens\)",
+    ):
       tokens, scores = run(model, params, inputs, **options)
     expected, expected_scores = run(model, params, cut, **options)
     np.testing.assert_array_equal(tokens, expected)
@@ -338,17 +369,17 @@ def test_sources_longer_than_the_model_takes_are_cut_with_a_warning_and_the_rest
     tokens, _ = jitted(params, inputs)
   np.testing.assert_array_equal(np.asarray(tokens), run(model, params, cut, **BEAM4)[0])
   assert decode.max_source_len(model.config.max_len, EXTRA) == limit
-  assert decode.max_source_len(64, 60) == 32   # half of max_len stays for the source
+  assert decode.max_source_len(64, 60) == 32  # half of max_len stays for the source
 
 
 def test_padding_past_the_source_limit_is_dropped_silently():
   model, _ = build("transformer")
   params = eos_biased("transformer", MIXED_BIAS)
-  wide = np.zeros((INPUTS.shape[0], 70), np.int32)   # no sentence is long: only padding goes
-  wide[:, :INPUTS.shape[1]] = INPUTS
+  wide = np.zeros((INPUTS.shape[0], 70), np.int32)  # no sentence is long: only padding goes
+  wide[:, : INPUTS.shape[1]] = INPUTS
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     tokens, _ = run(model, params, wide, **GREEDY)
   expected, _ = run(model, params, INPUTS, **GREEDY)
-  np.testing.assert_array_equal(tokens[:, :expected.shape[1]], expected)
-  assert (tokens[:, expected.shape[1]:] == 0).all()
+  np.testing.assert_array_equal(tokens[:, : expected.shape[1]], expected)
+  assert (tokens[:, expected.shape[1] :] == 0).all()

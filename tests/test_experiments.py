@@ -40,15 +40,20 @@ def table_rows(report: str) -> dict[str, list[list[str]]]:
 def forbid_training(monkeypatch):
   def refuse(*args, **kwargs):
     raise AssertionError("a finished job was trained again")
+
   monkeypatch.setattr(train, "Trainer", refuse)
 
 
 @pytest.mark.slow
-def test_compare_reports_both_models_and_a_second_call_trains_nothing(experiment_config,
-                                                                      tmp_path, monkeypatch):
+def test_compare_reports_both_models_and_a_second_call_trains_nothing(
+  experiment_config, tmp_path, monkeypatch
+):
   experiment_config.compare.splits = ("test",)
-  first = pathlib.Path(comparisons.compare(experiment_config, str(tmp_path), name="tiny",
-                                           command="test", attention_maps=False)).read_text()
+  first = pathlib.Path(
+    comparisons.compare(
+      experiment_config, str(tmp_path), name="tiny", command="test", attention_maps=False
+    )
+  ).read_text()
   assert "## Significance" in first and "test2018" not in first
   # More test sets asked of the finished study: decoded from the checkpoints, nothing trained.
   forbid_training(monkeypatch)
@@ -57,62 +62,95 @@ def test_compare_reports_both_models_and_a_second_call_trains_nothing(experiment
   report = pathlib.Path(path).read_text()
   rows = table_rows(report)
   assert rows[""][0] == ["Transformer (1 seed)", "Weighted Transformer (1 seed)"]
-  for row in ("test2016 BLEU", "best validation loss", "training seconds", "parameters",
-              "target tokens per second"):
+  for row in (
+    "test2016 BLEU",
+    "best validation loss",
+    "training seconds",
+    "parameters",
+    "target tokens per second",
+  ):
     assert len(rows[row][0]) == 2 and all(cell not in ("", "–") for cell in rows[row][0]), row
   target_rows = [r for r in rows if r.startswith("steps to validation loss")]
   assert len(target_rows) == 1 and all(int(c) in (5, 10) for c in rows[target_rows[0]][0])
   assert "nrefs:1|case:mixed" in report
   names = ["test2016", "test2017 flickr", "test2017 mscoco", "test2018 flickr"]
-  assert rows[""][1] == names                     # the test-set tables
-  assert [len(r) for r in rows["Weighted Transformer"]] == [4, 4, 4]   # BLEU, chrF, ratio
+  assert rows[""][1] == names  # the test-set tables
+  assert [len(r) for r in rows["Weighted Transformer"]] == [4, 4, 4]  # BLEU, chrF, ratio
   assert [r[0] for r in rows["Weighted Transformer − Transformer"]] == names
   assert "test2018 flickr is the test set nothing is tuned on" in report
   assert "- **Weighted Transformer against Transformer**" in report
-  for image in ("validation_loss.png", "branch_weights.png", "final_branch_weights.png",
-                "attention_Transformer.png", "attention_Weighted_Transformer.png"):
+  for image in (
+    "validation_loss.png",
+    "branch_weights.png",
+    "final_branch_weights.png",
+    "attention_Transformer.png",
+    "attention_Weighted_Transformer.png",
+  ):
     assert (tmp_path / image).read_bytes()[:8] == PNG_HEADER, image
     assert f"]({image})" in report
   result = json.loads((tmp_path / "weighted" / "seed0" / "result.json").read_text())
   assert result["step"] == 10 and len(result["eval_curve"]) == 2
   sizes = {"test": 25, "test2017_flickr": 12, "test2017_mscoco": 7, "test2018_flickr": 11}
-  for split, size in sizes.items():   # every sentence of every test set, once
+  for split, size in sizes.items():  # every sentence of every test set, once
     translations = tmp_path / "weighted" / "seed0" / f"translations.{split}.default.txt"
     assert len(translations.read_text().splitlines()) == size
     assert result["evaluations"]["default"][split]["translations_file"] == str(translations)
 
   os.remove(path)
-  assert pathlib.Path(comparisons.compare(experiment_config, str(tmp_path), name="tiny",
-                                          command="test")).read_text() == report
+  assert (
+    pathlib.Path(
+      comparisons.compare(experiment_config, str(tmp_path), name="tiny", command="test")
+    ).read_text()
+    == report
+  )
 
 
 @pytest.mark.slow
 def test_ablate_test_time_branch_weights_trains_once_and_tables_every_point(
-    experiment_config, tmp_path, monkeypatch):
-  path = comparisons.ablate(experiment_config, "test_branch_weights", str(tmp_path), name="tiny",
-                            command="test", attention_maps=False)
+  experiment_config, tmp_path, monkeypatch
+):
+  path = comparisons.ablate(
+    experiment_config,
+    "test_branch_weights",
+    str(tmp_path),
+    name="tiny",
+    command="test",
+    attention_maps=False,
+  )
   text = pathlib.Path(path).read_text()
   rows = table_rows(text)
   labels = [f"test_branch_weights={m}" for m in ("learned", "uniform", "random")]
   assert all(label in rows for label in labels)
   # No baselines in this sweep: every point is tested against the first.
   assert [name for name in rows if name.endswith(" − test_branch_weights=learned")] == [
-      f"{label} − test_branch_weights=learned" for label in labels[1:]]
-  assert len([d for d in tmp_path.iterdir() if d.is_dir()]) == 1   # one trained model
+    f"{label} − test_branch_weights=learned" for label in labels[1:]
+  ]
+  assert len([d for d in tmp_path.iterdir() if d.is_dir()]) == 1  # one trained model
   result = json.loads(next(tmp_path.glob("*/seed0/result.json")).read_text())
   bleu = {label: result["evaluations"][label]["test"]["bleu"] for label in labels}
   # The main table's BLEU of each point is its own evaluation of the one model.
-  main_table = {line.split("|")[1].strip(): line.split("|")[2].strip()
-                for line in reversed(text.splitlines()) if line.startswith("| test_branch")}
+  main_table = {
+    line.split("|")[1].strip(): line.split("|")[2].strip()
+    for line in reversed(text.splitlines())
+    if line.startswith("| test_branch")
+  }
   assert {label: main_table[label] for label in labels} == {
-      label: f"{b:.2f}" for label, b in bleu.items()}
+    label: f"{b:.2f}" for label, b in bleu.items()
+  }
   forbid_training(monkeypatch)
-  comparisons.ablate(experiment_config, "test_branch_weights", str(tmp_path), name="tiny",
-                     command="test", attention_maps=False)
+  comparisons.ablate(
+    experiment_config,
+    "test_branch_weights",
+    str(tmp_path),
+    name="tiny",
+    command="test",
+    attention_maps=False,
+  )
 
 
 def test_ablate_shares_jobs_between_points_of_the_same_config_and_names_both_baselines(
-    experiment_config, tmp_path, monkeypatch):
+  experiment_config, tmp_path, monkeypatch
+):
   captured = {}
 
   def run_jobs(runs, **kwargs):
@@ -122,28 +160,41 @@ def test_ablate_shares_jobs_between_points_of_the_same_config_and_names_both_bas
   def sweep_report(rows, outdir, **kwargs):
     captured.update(rows=rows, **kwargs)
     return "report.md"
+
   monkeypatch.setattr(jobs, "run_jobs", run_jobs)
   monkeypatch.setattr(report_module, "sweep_report", sweep_report)
-  (tmp_path / "attention-weighted_branch_residual-block").mkdir()   # an older study's runs
-  comparisons.ablate(experiment_config, "branch_residual", str(tmp_path), name="tiny",
-                     command="test")
+  (tmp_path / "attention-weighted_branch_residual-block").mkdir()  # an older study's runs
+  comparisons.ablate(
+    experiment_config, "branch_residual", str(tmp_path), name="tiny", command="test"
+  )
   assert [job.name for job in captured["runs"]] == [
-      "attention-multihead/seed0", "attention-weighted_branch_residual-block/seed0",
-      "attention-weighted_branch_residual-ffn/seed0",
-      "attention-weighted_branch_residual-sublayers/seed0"]
+    "attention-multihead/seed0",
+    "attention-weighted_branch_residual-block/seed0",
+    "attention-weighted_branch_residual-ffn/seed0",
+    "attention-weighted_branch_residual-sublayers/seed0",
+  ]
   assert [job.config.model.branch_residual for job in captured["runs"]] == [
-      "block", "block", "ffn", "sublayers"]
+    "block",
+    "block",
+    "ffn",
+    "sublayers",
+  ]
   assert captured["runs"][0].config.model.attention == "multihead"
   rows = {label: (results, evaluation) for label, results, evaluation in captured["rows"]}
   assert list(rows)[:2] == list(sweeps.BASELINES) == ["transformer", "weighted (today's)"]
-  assert rows["weighted (today's)"] == rows["branch_residual=block"] == (
-      [{"job": "attention-weighted_branch_residual-block/seed0"}], "default")
+  assert (
+    rows["weighted (today's)"]
+    == rows["branch_residual=block"]
+    == ([{"job": "attention-weighted_branch_residual-block/seed0"}], "default")
+  )
   assert captured["baselines"] == sweeps.BASELINES
   assert list(captured["test_sets"]) == list(experiment_config.compare.splits)
 
 
-@pytest.mark.parametrize("sweep", ["num_branches", "branch_ffn", "branched_decoder",
-                                   "branch_residual", "branch_output_bias"])
+@pytest.mark.parametrize(
+  "sweep",
+  ["num_branches", "branch_ffn", "branched_decoder", "branch_residual", "branch_output_bias"],
+)
 def test_studies_of_the_weighted_transformer_start_with_both_baselines(sweep):
   points = sweeps.SWEEPS[sweep]
   assert points[:2] == [sweeps.TRANSFORMER, sweeps.WEIGHTED_REFERENCE]
@@ -159,22 +210,46 @@ def test_evaluate_and_translate_commands(experiment_config, tmp_path):
   train.train_and_evaluate(experiment_config, str(workdir))
   env = {**os.environ, "PYTHONPATH": str(REPO)}
   evaluated = subprocess.run(
-      [sys.executable, "-m", "experiments.evaluate", "--workdir", str(workdir), "--split",
-       "test", "--average_last", "2", "--test_branch_weights", "uniform"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "experiments.evaluate",
+      "--workdir",
+      str(workdir),
+      "--split",
+      "test",
+      "--average_last",
+      "2",
+      "--test_branch_weights",
+      "uniform",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   assert "BLEU" in evaluated.stdout and "nrefs:1|case:mixed" in evaluated.stdout
   assert "sentences/s" in evaluated.stdout and "length ratio" in evaluated.stdout
   # Quiet by default: no INFO screen (absl's "I<month><day> ..." lines: TFDS, XLA backends).
   assert not re.search(r"^I\d{4} ", evaluated.stderr, re.MULTILINE), evaluated.stderr[-3000:]
   outputs = sorted((workdir / "eval").iterdir())
-  assert [p.name for p in outputs] == ["test.avg2.beam2.uniform.json",
-                                       "test.avg2.beam2.uniform.txt"]
+  assert [p.name for p in outputs] == [
+    "test.avg2.beam2.uniform.json",
+    "test.avg2.beam2.uniform.txt",
+  ]
   assert len(outputs[1].read_text().splitlines()) == 25
 
   sentences = "A man runs.\nTwo dogs play in the park with a red ball.\n\nA child.\n"
   translated = subprocess.run(
-      [sys.executable, "-m", "experiments.translate", "--workdir", str(workdir)],
-      input=sentences, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    [sys.executable, "-m", "experiments.translate", "--workdir", str(workdir)],
+    input=sentences,
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert translated.returncode == 0, translated.stderr[-3000:]
   assert len(translated.stdout.splitlines()) == 4

@@ -10,8 +10,9 @@ import pytest
 
 from wt import flops, models, modules
 
-SMALL = dict(vocab_size=512, d_model=64, d_ff=256, num_heads=4, num_branches=4, num_layers=1,
-             dropout_rate=0.0)
+SMALL = dict(
+  vocab_size=512, d_model=64, d_ff=256, num_heads=4, num_branches=4, num_layers=1, dropout_rate=0.0
+)
 # XLA also counts element-wise work (softmax, LayerNorm, ...), which the closed form ignores:
 # it measured 2-3% more at this size; a wrong matmul term (a missing logits projection, a
 # branch FFN counted once instead of M times, no backward) is off by 10% or more.
@@ -21,16 +22,21 @@ TOLERANCE = 0.05
 def test_hand_count_of_a_tiny_transformer():
   config = models.ModelConfig(vocab_size=10, d_model=4, d_ff=8, num_heads=2, num_layers=1)
   got = flops.forward_flops(config, batch=1, source_len=2, target_len=3)
-  mac = lambda *sizes: 2 * np.prod(sizes)       # 2 FLOPs per multiply-add
-  projections = (4 * mac(2, 4, 4)                   # encoder Q, K, V, W^O on 2 tokens
-                 + 4 * mac(3, 4, 4)                 # decoder self-attention on 3 tokens
-                 + 2 * mac(3, 4, 4) + 2 * mac(2, 4, 4))   # cross: Q, W^O on 3; K, V on 2
-  attention = (2 * mac(2, 2, 4)                     # encoder scores and values, 2 x 2 pairs
-               + 2 * mac(3, 3, 4) + 2 * mac(3, 2, 4))     # decoder self 3 x 3, cross 3 x 2
-  ffn = 2 * mac(2, 4, 8) + 2 * mac(3, 4, 8)         # x W1 and h W2, encoder and decoder
+  mac = lambda *sizes: 2 * np.prod(sizes)  # 2 FLOPs per multiply-add
+  projections = (
+    4 * mac(2, 4, 4)  # encoder Q, K, V, W^O on 2 tokens
+    + 4 * mac(3, 4, 4)  # decoder self-attention on 3 tokens
+    + 2 * mac(3, 4, 4)
+    + 2 * mac(2, 4, 4)
+  )  # cross: Q, W^O on 3; K, V on 2
+  attention = (
+    2 * mac(2, 2, 4)  # encoder scores and values, 2 x 2 pairs
+    + 2 * mac(3, 3, 4)
+    + 2 * mac(3, 2, 4)
+  )  # decoder self 3 x 3, cross 3 x 2
+  ffn = 2 * mac(2, 4, 8) + 2 * mac(3, 4, 8)  # x W1 and h W2, encoder and decoder
   logits = mac(3, 4, 10)
-  assert got == {"projections": projections, "attention": attention, "ffn": ffn,
-                 "logits": logits}
+  assert got == {"projections": projections, "attention": attention, "ffn": ffn, "logits": logits}
   assert (projections, attention, ffn, logits) == (960, 304, 640, 240)
   assert flops.train_step_flops(config, 1, 2, 3) == 3 * 2144
 
@@ -45,21 +51,23 @@ def _xla_gradient_flops(config, batch, source_len, target_len):
   def loss(params, inputs, targets):
     return jnp.mean(model.apply({"params": params}, inputs, targets) ** 2)
 
-  compiled = jax.jit(jax.grad(loss)).lower(params, tokens(source_len),
-                                           tokens(target_len)).compile()
+  compiled = jax.jit(jax.grad(loss)).lower(params, tokens(source_len), tokens(target_len)).compile()
   return flops.compiled_flops(compiled)
 
 
-@pytest.mark.parametrize("changes", [
+@pytest.mark.parametrize(
+  "changes",
+  [
     dict(),
     dict(attention="weighted"),
     dict(attention="weighted", branch_ffn="shared", branched_decoder="both"),
-    dict(attention="weighted", branch_ffn="full", branched_decoder="self",
-         fold_branch_output=True),
-], ids=["transformer", "split", "shared-both", "full-self-folded"])
+    dict(attention="weighted", branch_ffn="full", branched_decoder="self", fold_branch_output=True),
+  ],
+  ids=["transformer", "split", "shared-both", "full-self-folded"],
+)
 def test_closed_form_agrees_with_xla_cost_analysis(changes):
   config = models.ModelConfig(**SMALL, **changes)
-  closed_form = flops.train_step_flops(config, 4, 12, 16)   # unequal lengths: no swap hides
+  closed_form = flops.train_step_flops(config, 4, 12, 16)  # unequal lengths: no swap hides
   xla = _xla_gradient_flops(config, 4, 12, 16)
   assert 0.0 <= xla / closed_form - 1.0 < TOLERANCE, (xla, closed_form)
 
@@ -69,29 +77,29 @@ def test_shared_and_full_ffns_cost_m_times_split_and_folding_saves():
   step = lambda **changes: flops.train_step_flops(config.replace(**changes), 8, 32, 32)
   ffn = lambda **changes: flops.forward_flops(config.replace(**changes), 8, 32, 32)["ffn"]
   assert ffn(branch_ffn="shared") == ffn(branch_ffn="full") == 4 * ffn(branch_ffn="split")
-  assert step(attention="multihead") == step()      # split: the Transformer's parameters
+  assert step(attention="multihead") == step()  # split: the Transformer's parameters
   # Per token and branched block: M (d/M x d + d x d_ff/M) = 5 d^2 multiply-adds become
   # M (d/M x d_ff/M) = d^2; the fold itself costs 2 d^2 d_ff/M, once per block and step.
   d, tokens = 64, 8 * 32
-  saved = 3 * 2 * (2 * tokens * 4 * d * d - 2 * d * d * d)   # 2 blocks, x3 for fwd + bwd
+  saved = 3 * 2 * (2 * tokens * 4 * d * d - 2 * d * d * d)  # 2 blocks, x3 for fwd + bwd
   assert step() - step(fold_branch_output=True) == saved
 
 
-@pytest.mark.parametrize("branch_ffn", ["split", "shared"])   # "full" runs split's code
+@pytest.mark.parametrize("branch_ffn", ["split", "shared"])  # "full" runs split's code
 def test_folded_branch_order_computes_the_same_function_and_gradients(branch_ffn):
   rng = np.random.default_rng(0)
   x, kv = (rng.normal(size=(2, n, 16)).astype(np.float32) for n in (5, 7))
-  block = lambda fold: modules.BranchedAttention(num_branches=4, d_model=16, d_ff=32,
-                                                 branch_ffn=branch_ffn, fold_output=fold)
+  block = lambda fold: modules.BranchedAttention(
+    num_branches=4, d_model=16, d_ff=32, branch_ffn=branch_ffn, fold_output=fold
+  )
   params = jax.jit(lambda key: block(False).init(key, x, kv, None, deterministic=True))(
-      jax.random.key(0))["params"]
+    jax.random.key(0)
+  )["params"]
   outputs = {}
   for fold in (False, True):
-    apply = lambda p, fold=fold: block(fold).apply({"params": p}, x, kv, None,
-                                                   deterministic=True)
+    apply = lambda p, fold=fold: block(fold).apply({"params": p}, x, kv, None, deterministic=True)
     loss = lambda p, apply=apply: jnp.sum(jnp.sin(apply(p)))
-    outputs[fold] = jax.jit(lambda p, apply=apply, loss=loss: (apply(p), jax.grad(loss)(p)))(
-        params)
+    outputs[fold] = jax.jit(lambda p, apply=apply, loss=loss: (apply(p), jax.grad(loss)(p)))(params)
   np.testing.assert_allclose(outputs[True][0], outputs[False][0], atol=1e-5)
   for got, expected in zip(jax.tree.leaves(outputs[True][1]), jax.tree.leaves(outputs[False][1])):
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -106,6 +114,7 @@ def test_run_seconds_divide_the_flops_over_devices_peak_and_mfu():
 
 def test_the_cost_table_has_every_paper_run_and_its_assumptions(tmp_path):
   from experiments import common, params  # pylint: disable=g-import-not-at-top
+
   table = params.cost_table(37000, 0.4, 32, "docs/benchmarks.json")
   rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
   assert [row.split(" | ")[0][2:] for row in rows] == [label for label, _ in params.COST_RUNS]

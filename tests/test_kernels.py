@@ -23,13 +23,17 @@ def test_attention_matches_numpy_with_mask_and_bias(implementation, scale):
   q, k, v = random_qkv(0)
   rng = np.random.default_rng(1)
   key_valid = np.array([[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]], bool)
-  mask = np.array(kernels.combine_masks(kernels.key_padding_mask(jnp.asarray(key_valid)),
-                                          jnp.asarray(rng.random((1, 1, 5, 7)) > 0.3)))
+  mask = np.array(
+    kernels.combine_masks(
+      kernels.key_padding_mask(jnp.asarray(key_valid)), jnp.asarray(rng.random((1, 1, 5, 7)) > 0.3)
+    )
+  )
   mask[..., 0] = True  # every query may see at least one key
   bias = rng.normal(size=(2, 3, 5, 7)).astype(np.float32)
   expected, expected_weights = numpy_attention(q, k, v, mask, bias, scale)
-  got = kernels.dot_product_attention(q, k, v, mask, bias, scale=scale,
-                                      implementation=implementation)
+  got = kernels.dot_product_attention(
+    q, k, v, mask, bias, scale=scale, implementation=implementation
+  )
   np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5, rtol=1e-5)
   weights = kernels.attention_weights(q, k, mask, bias, scale=scale)
   np.testing.assert_allclose(np.asarray(weights), expected_weights, atol=1e-6)
@@ -39,8 +43,9 @@ def test_scaling_switch_changes_the_scores():
   q, k, v = random_qkv(2, depth=16)
   scaled = kernels.dot_product_attention(q, k, v)
   unscaled = kernels.dot_product_attention(q, k, v, scale=1.0)
-  np.testing.assert_allclose(np.asarray(unscaled), numpy_attention(q, k, v, scale=1.0)[0],
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(unscaled), numpy_attention(q, k, v, scale=1.0)[0], atol=1e-5
+  )
   assert np.abs(np.asarray(scaled) - np.asarray(unscaled)).max() > 1e-2
 
 
@@ -50,22 +55,24 @@ def test_fast_path_equals_einsum_path_in_bfloat16_too():
   fast = kernels.dot_product_attention(q, k, v, mask)
   slow = kernels.dot_product_attention(q, k, v, mask, implementation="einsum")
   assert fast.dtype == slow.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.asarray(fast, np.float32), np.asarray(slow, np.float32),
-                             atol=2e-2)
+  np.testing.assert_allclose(np.asarray(fast, np.float32), np.asarray(slow, np.float32), atol=2e-2)
 
 
 def test_masks_match_their_definitions():
-  np.testing.assert_array_equal(np.asarray(kernels.causal_mask(4))[0, 0],
-                                np.tril(np.ones((4, 4), bool)))
+  np.testing.assert_array_equal(
+    np.asarray(kernels.causal_mask(4))[0, 0], np.tril(np.ones((4, 4), bool))
+  )
   q_valid = jnp.array([[True, True, False]])
   k_valid = jnp.array([[True, False]])
   expected = np.array([[[[True, False], [True, False], [False, False]]]])
   np.testing.assert_array_equal(np.asarray(kernels.padding_mask(q_valid, k_valid)), expected)
   assert kernels.combine_masks(None, None) is None
-  both = kernels.combine_masks(kernels.causal_mask(3), None,
-                               kernels.key_padding_mask(jnp.array([[True, True, False]])))
-  np.testing.assert_array_equal(np.asarray(both)[0, 0],
-                                np.tril(np.ones((3, 3), bool)) & [True, True, False])
+  both = kernels.combine_masks(
+    kernels.causal_mask(3), None, kernels.key_padding_mask(jnp.array([[True, True, False]]))
+  )
+  np.testing.assert_array_equal(
+    np.asarray(both)[0, 0], np.tril(np.ones((3, 3), bool)) & [True, True, False]
+  )
 
 
 @pytest.mark.parametrize("implementation", [None, "einsum"])
@@ -90,7 +97,8 @@ def test_masked_keys_get_zero_weight_and_rows_sum_to_one():
 def test_attention_dropout_is_deterministic_per_key_and_unbiased():
   q, k, v = random_qkv(6, batch=1, q_len=64, kv_len=64, heads=4, depth=8)
   run = lambda seed: kernels.dot_product_attention(
-      q, k, v, dropout_rate=0.5, dropout_rng=jax.random.key(seed))
+    q, k, v, dropout_rate=0.5, dropout_rng=jax.random.key(seed)
+  )
   np.testing.assert_array_equal(np.asarray(run(0)), np.asarray(run(0)))
   assert np.abs(np.asarray(run(0)) - np.asarray(run(1))).max() > 1e-3
   x = jnp.ones((200_000,))

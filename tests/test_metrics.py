@@ -44,8 +44,11 @@ def test_sums_and_counts_add_and_average():
 
 
 def test_bleu_of_the_references_against_themselves_is_100_with_a_signature():
-  references = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.",
-                "Eine Frau liest ein Buch im Park."]
+  references = [
+    "Ein Mann fährt Fahrrad.",
+    "Zwei Hunde spielen im Schnee.",
+    "Eine Frau liest ein Buch im Park.",
+  ]
   scores = metrics.bleu(references, references)
   assert scores["bleu"] == pytest.approx(100.0)
   assert scores["chrf"] == pytest.approx(100.0)
@@ -65,8 +68,10 @@ def test_metric_writer_appends_jsonl_and_tensorboard_events(tmp_path):
   writer.write(2, {"train/loss": 2.0, "eval/loss": 2.2})
   writer.close()
   records = metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))
-  assert records == [{"step": 1, "train/loss": 2.5},
-                     {"step": 2, "train/loss": 2.0, "eval/loss": 2.2}]
+  assert records == [
+    {"step": 1, "train/loss": 2.5},
+    {"step": 2, "train/loss": 2.0, "eval/loss": 2.2},
+  ]
   assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
   silent = metrics.MetricWriter(str(tmp_path / "other"), enabled=False)

@@ -33,59 +33,82 @@ def test_projection_works_on_a_batch_of_vectors():
 def test_schedules_follow_the_papers():
   lr = optim.vaswani_schedule(512, 4000)
   for step in (1, 100, 4000, 10_000, 100_000):
-    expected = 512 ** -0.5 * min(step ** -0.5, step * 4000 ** -1.5)
+    expected = 512**-0.5 * min(step**-0.5, step * 4000**-1.5)
     np.testing.assert_allclose(float(lr(step - 1)), expected, rtol=1e-5)  # optax counts from 0
   branch = optim.branch_schedule(512, 6, 400)
   for step in (1, 400, 60_000):
-    expected = (512 / 6) ** -0.5 * min(step ** -0.5, step * 400 ** -1.5)
+    expected = (512 / 6) ** -0.5 * min(step**-0.5, step * 400**-1.5)
     np.testing.assert_allclose(float(branch(step - 1)), expected, rtol=1e-5)
 
 
 def _train_config(**overrides):
-  values = dict(num_steps=30, warmup_steps=5, learning_rate_scale=1.0, adam_b1=0.9,
-                adam_b2=0.98, adam_eps=1e-9, branch_schedule="own", branch_warmup_steps=2,
-                branch_freeze_steps=10)
+  values = dict(
+    num_steps=30,
+    warmup_steps=5,
+    learning_rate_scale=1.0,
+    adam_b1=0.9,
+    adam_b2=0.98,
+    adam_eps=1e-9,
+    branch_schedule="own",
+    branch_warmup_steps=2,
+    branch_freeze_steps=10,
+  )
   values.update(overrides)
   return ml_collections.ConfigDict(values)
 
 
 def _weighted_params(branch_weights="projection"):
-  config = models.ModelConfig(vocab_size=20, attention="weighted", num_layers=1, d_model=8,
-                              d_ff=16, num_heads=2, num_branches=4,
-                              branch_weights=branch_weights)
+  config = models.ModelConfig(
+    vocab_size=20,
+    attention="weighted",
+    num_layers=1,
+    d_model=8,
+    d_ff=16,
+    num_heads=2,
+    num_branches=4,
+    branch_weights=branch_weights,
+  )
   return config, models.init_params(config, jax.random.key(0))
 
 
 def _run(optimizer, params, steps, seed=0):
-  """Applies `steps` updates with random gradients; returns the parameters after each."""
+  """Applies `steps` updates with random gradients; returns the parameters after each.
+
+  The gradients are drawn with NumPy and the update and its application are compiled: a
+  jax.random draw and an add per leaf, run op by op, took most of the test's time."""
   state = optimizer.init(params)
   history = []
-  update = jax.jit(optimizer.update)
-  for step in range(steps):
-    keys = jax.random.split(jax.random.key(seed + step), len(jax.tree.leaves(params)))
-    grads = jax.tree.unflatten(jax.tree.structure(params), [
-        jax.random.normal(k, p.shape) for k, p in zip(keys, jax.tree.leaves(params))])
+  update, apply = jax.jit(optimizer.update), jax.jit(optax.apply_updates)
+  rng = np.random.default_rng(seed)
+  for _ in range(steps):
+    grads = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
     updates, state = update(grads, state, params)
-    params = optax.apply_updates(params, updates)
+    params = apply(params, updates)
     history.append(params)
   return history
 
 
 def _branch_leaves(params):
-  return [np.asarray(x) for path, x in jax.tree_util.tree_leaves_with_path(params)
-          if is_branch_weight(path)]
+  return [
+    np.asarray(x)
+    for path, x in jax.tree_util.tree_leaves_with_path(params)
+    if is_branch_weight(path)
+  ]
 
 
 def _other_leaves(params):
-  return [np.asarray(x) for path, x in jax.tree_util.tree_leaves_with_path(params)
-          if not is_branch_weight(path)]
+  return [
+    np.asarray(x)
+    for path, x in jax.tree_util.tree_leaves_with_path(params)
+    if not is_branch_weight(path)
+  ]
 
 
 def test_kappa_alpha_stay_on_the_simplex_and_freeze_for_the_last_k_steps():
   model_config, params = _weighted_params()
   optimizer, _ = optim.make_optimizer(_train_config(), model_config)
   history = _run(optimizer, params, 30)
-  assert len(_branch_leaves(params)) == 4   # kappa and alpha of 2 branched sublayers
+  assert len(_branch_leaves(params)) == 4  # kappa and alpha of 2 branched sublayers
   for p in history:
     for w in _branch_leaves(p):
       assert (w >= 0).all() and abs(w.sum() - 1.0) < 1e-5
@@ -112,7 +135,7 @@ def test_softmax_mode_learns_free_logits_without_projection():
   model_config, params = _weighted_params("softmax")
   optimizer, _ = optim.make_optimizer(_train_config(branch_freeze_steps=0), model_config)
   last = _run(optimizer, params, 5)[-1]
-  assert any(abs(w.sum() - 1.0) > 1e-3 for w in _branch_leaves(last))   # logits, not weights
+  assert any(abs(w.sum() - 1.0) > 1e-3 for w in _branch_leaves(last))  # logits, not weights
 
 
 def test_unknown_branch_schedule_is_refused():

@@ -34,12 +34,11 @@ def run_loop(stream, clock, steps=600, seconds_per_step=0.5, **kwargs):
 
 def test_off_a_terminal_a_plain_line_every_interval_with_speed_loss_and_eta():
   stream, clock = io.StringIO(), FakeClock()
-  text = run_loop(stream, clock, interval=35)   # 600 steps of 0.5 s: 300 s
+  text = run_loop(stream, clock, interval=35)  # 600 steps of 0.5 s: 300 s
   assert "\r" not in text and "\x1b" not in text
   lines = text.splitlines()
-  assert len(lines) == 9   # at 35 s, 70 s, ... 280 s, and when closed
-  assert lines[0] == ("run: step 70/600 (12%), loss 4.750, 2050 tokens/s, 35s elapsed, "
-                      "ETA 4m25s")
+  assert len(lines) == 9  # at 35 s, 70 s, ... 280 s, and when closed
+  assert lines[0] == ("run: step 70/600 (12%), loss 4.750, 2050 tokens/s, 35s elapsed, ETA 4m25s")
   assert lines[-1] == "run: step 600/600 (100%), loss 2.000, 2600 tokens/s, 5m00s elapsed"
 
 
@@ -72,10 +71,10 @@ def test_disabled_writes_nothing():
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_the_trainer_writes_plain_lines_to_a_log_file_not_a_bar_update_per_step(
-    tiny_config, tmp_path, monkeypatch):
-  log = io.StringIO()   # stderr redirected to a file: not a terminal
+  tiny_config, tmp_path, monkeypatch
+):
+  log = io.StringIO()  # stderr redirected to a file: not a terminal
   monkeypatch.setattr("sys.stderr", log)
   tiny_config.train.update(num_steps=6, eval_every=3, log_every=3, checkpoint_every=6)
   train.train_and_evaluate(tiny_config, str(tmp_path / "run"))

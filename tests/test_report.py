@@ -23,18 +23,23 @@ SPLITS = ("test", "test2018_flickr")
 
 def _drop_words(sentences, rate, seed):
   rng = np.random.default_rng(seed)
-  return [" ".join(w for w in s.split() if rng.random() >= rate) or s.split()[0]
-          for s in sentences]
+  return [" ".join(w for w in s.split() if rng.random() >= rate) or s.split()[0] for s in sentences]
 
 
 @pytest.fixture(scope="module")
 def test_sets():
-  return {split: tuple(parallel_corpus(60, seed=10 + i).values())
-          for i, split in enumerate(SPLITS)}
+  return {split: tuple(parallel_corpus(60, seed=10 + i).values()) for i, split in enumerate(SPLITS)}
 
 
-def make_result(folder: pathlib.Path, attention: str, seed: int, rate: float, test_sets,
-                evaluation: str = "default", branches: int = 0) -> dict:
+def make_result(
+  folder: pathlib.Path,
+  attention: str,
+  seed: int,
+  rate: float,
+  test_sets,
+  evaluation: str = "default",
+  branches: int = 0,
+) -> dict:
   """A job's result as experiments/jobs.py records it, with word-dropped translations."""
   workdir = folder / f"seed{seed}"
   workdir.mkdir(parents=True, exist_ok=True)
@@ -44,11 +49,13 @@ def make_result(folder: pathlib.Path, attention: str, seed: int, rate: float, te
     path = workdir / f"translations.{split}.{evaluation}.txt"
     path.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     evaluations[evaluation][split] = {
-        "bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score,
-        "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
-        "bleu_signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0",
-        "sentences_per_second": 100.0, "translations_file": str(path)}
-  if branches:   # kappa/alpha logged as the Trainer does, two branched sublayers
+      "bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score,
+      "chrf": sacrebleu.corpus_chrf(hypotheses, [references]).score,
+      "bleu_signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0",
+      "sentences_per_second": 100.0,
+      "translations_file": str(path),
+    }
+  if branches:  # kappa/alpha logged as the Trainer does, two branched sublayers
     rng = np.random.default_rng(seed)
     with open(workdir / "metrics.jsonl", "w", encoding="utf-8") as f:
       for step in (10, 20):
@@ -58,13 +65,26 @@ def make_result(folder: pathlib.Path, attention: str, seed: int, rate: float, te
             for b, value in enumerate(rng.dirichlet(np.ones(branches))):
               record[f"branch/{vector}/{kind}/{b}"] = float(value)
         f.write(json.dumps(record) + "\n")
-  curve = [{"step": 10, "seconds": 1.0, "loss": 3.0 + rate}, {"step": 20, "seconds": 2.0,
-                                                              "loss": 2.0 + rate}]
-  return {"name": f"{attention}/seed{seed}", "workdir": str(workdir), "attention": attention,
-          "seed": seed, "step": 20, "train_seconds": 2.0, "train_tokens": 2000,
-          "compile_seconds": 0.5, "num_params": 1234, "tokens_per_second": 1000.0,
-          "best_eval_loss": 2.0 + rate, "final_eval_loss": 2.0 + rate, "eval_curve": curve,
-          "evaluations": evaluations}
+  curve = [
+    {"step": 10, "seconds": 1.0, "loss": 3.0 + rate},
+    {"step": 20, "seconds": 2.0, "loss": 2.0 + rate},
+  ]
+  return {
+    "name": f"{attention}/seed{seed}",
+    "workdir": str(workdir),
+    "attention": attention,
+    "seed": seed,
+    "step": 20,
+    "train_seconds": 2.0,
+    "train_tokens": 2000,
+    "compile_seconds": 0.5,
+    "num_params": 1234,
+    "tokens_per_second": 1000.0,
+    "best_eval_loss": 2.0 + rate,
+    "final_eval_loss": 2.0 + rate,
+    "eval_curve": curve,
+    "evaluations": evaluations,
+  }
 
 
 def table_rows(text: str) -> dict[str, list[list[str]]]:
@@ -78,19 +98,25 @@ def table_rows(text: str) -> dict[str, list[list[str]]]:
 
 
 def _direct_p(test_type, baseline, system, references):
-  return PairedTest([("b", baseline), ("s", system)], {"BLEU": BLEU()}, [references],
-                    test_type=test_type)()[1]["BLEU"][1].p_value
+  return PairedTest(
+    [("b", baseline), ("s", system)], {"BLEU": BLEU()}, [references], test_type=test_type
+  )()[1]["BLEU"][1].p_value
 
 
 def test_compare_report_has_every_test_set_significance_in_numbers_and_words_and_figures(
-    tmp_path, test_sets, monkeypatch):
-  results = [make_result(tmp_path / "multihead", "multihead", seed, 0.1, test_sets)
-             for seed in (0, 1)]
-  results += [make_result(tmp_path / "weighted", "weighted", seed, 0.4, test_sets, branches=4)
-              for seed in (0, 1)]
+  tmp_path, test_sets, monkeypatch
+):
+  results = [
+    make_result(tmp_path / "multihead", "multihead", seed, 0.1, test_sets) for seed in (0, 1)
+  ]
+  results += [
+    make_result(tmp_path / "weighted", "weighted", seed, 0.4, test_sets, branches=4)
+    for seed in (0, 1)
+  ]
   outdir = tmp_path / "report"
-  path = report.compare_report(results, str(outdir), title="t", command="c",
-                               test_sets=test_sets, attention_maps=False)
+  path = report.compare_report(
+    results, str(outdir), title="t", command="c", test_sets=test_sets, attention_maps=False
+  )
   text = pathlib.Path(path).read_text()
   rows = table_rows(text)
   # Test-set tables: BLEU, chrF, length ratio, one column per split, mean ± sd over seeds.
@@ -98,8 +124,10 @@ def test_compare_report_has_every_test_set_significance_in_numbers_and_words_and
   refs = test_sets["test"][1]
   hyps = [significance.read_translations(r, "test") for r in results[2:]]
   bleus = [sacrebleu.corpus_bleu(h, [refs]).score for h in hyps]
-  ratios = [sacrebleu.corpus_bleu(h, [refs]).sys_len / sacrebleu.corpus_bleu(h, [refs]).ref_len
-            for h in hyps]
+  ratios = [
+    sacrebleu.corpus_bleu(h, [refs]).sys_len / sacrebleu.corpus_bleu(h, [refs]).ref_len
+    for h in hyps
+  ]
   weighted_rows = rows["Weighted Transformer"]
   assert weighted_rows[0][0] == f"{np.mean(bleus):.2f} ± {np.std(bleus, ddof=1):.2f}"
   assert weighted_rows[2][0] == f"{np.mean(ratios):.3f} ± {np.std(ratios, ddof=1):.3f}"
@@ -112,7 +140,7 @@ def test_compare_report_has_every_test_set_significance_in_numbers_and_words_and
   p_bs, p_ar = (_direct_p(t, base_hyps, hyps[0], refs) for t in ("bs", "ar"))
   difference = bleus[0] - sacrebleu.corpus_bleu(base_hyps, [refs]).score
   assert tested[0][1].startswith(f"seed 0: {difference:+.2f} [")
-  assert (f"p {significance._p(p_bs)} / {significance._p(p_ar)}; seed 1:" in tested[0][1])
+  assert f"p {significance._p(p_bs)} / {significance._p(p_ar)}; seed 1:" in tested[0][1]
   assert tested[0][2] == "2 of 2"
   assert "In words:" in text and "- **Weighted Transformer against Transformer**" in text
   assert "test2016: Weighted Transformer is" in text and "BLEU behind Transformer" in text
@@ -122,9 +150,14 @@ def test_compare_report_has_every_test_set_significance_in_numbers_and_words_and
     assert f"]({image})" in text
   # A rebuild reads the tests back from the cache and writes the same report.
   monkeypatch.setattr(significance, "paired_test", lambda *a, **k: pytest.fail("recomputed"))
-  assert pathlib.Path(report.compare_report(
-      results, str(outdir), title="t", command="c", test_sets=test_sets,
-      attention_maps=False)).read_text() == text
+  assert (
+    pathlib.Path(
+      report.compare_report(
+        results, str(outdir), title="t", command="c", test_sets=test_sets, attention_maps=False
+      )
+    ).read_text()
+    == text
+  )
 
 
 def test_sweep_report_tests_every_point_against_both_baselines(tmp_path, test_sets):
@@ -132,20 +165,30 @@ def test_sweep_report_tests_every_point_against_both_baselines(tmp_path, test_se
   transformer = [make_result(tmp_path / "t", "multihead", 0, 0.1, one_split)]
   weighted = [make_result(tmp_path / "w", "weighted", 0, 0.3, one_split, branches=4)]
   ffn = [make_result(tmp_path / "f", "weighted", 0, 0.12, one_split, branches=4)]
-  points = [("transformer", transformer, "default"),
-            ("weighted (today's)", weighted, "default"),
-            ("branch_residual=block", weighted, "default"),   # the same runs as the reference
-            ("branch_residual=ffn", ffn, "default")]
-  path = report.sweep_report(points, str(tmp_path / "report"), title="t", command="c",
-                             test_sets=one_split,
-                             baselines=("transformer", "weighted (today's)"),
-                             attention_maps=False)
+  points = [
+    ("transformer", transformer, "default"),
+    ("weighted (today's)", weighted, "default"),
+    ("branch_residual=block", weighted, "default"),  # the same runs as the reference
+    ("branch_residual=ffn", ffn, "default"),
+  ]
+  path = report.sweep_report(
+    points,
+    str(tmp_path / "report"),
+    title="t",
+    command="c",
+    test_sets=one_split,
+    baselines=("transformer", "weighted (today's)"),
+    attention_maps=False,
+  )
   text = pathlib.Path(path).read_text()
   rows = table_rows(text)
   tested = [name for name in rows if " − " in name and name != "system − baseline"]
-  assert tested == ["weighted (today's) − transformer", "branch_residual=block − transformer",
-                    "branch_residual=ffn − transformer",
-                    "branch_residual=ffn − weighted (today's)"]
+  assert tested == [
+    "weighted (today's) − transformer",
+    "branch_residual=block − transformer",
+    "branch_residual=ffn − transformer",
+    "branch_residual=ffn − weighted (today's)",
+  ]
   assert "branch_residual=block is weighted (today's)'s own runs" in text
   refs = one_split["test"][1]
   ffn_hyps = significance.read_translations(ffn[0], "test")
@@ -159,8 +202,9 @@ def test_sweep_report_tests_every_point_against_both_baselines(tmp_path, test_se
 def test_final_branch_weights_are_the_last_logged_values(tmp_path, test_sets):
   result = make_result(tmp_path, "weighted", 3, 0.2, test_sets, branches=3)
   step, weights = figures.final_branch_weights(result["workdir"])
-  last = json.loads((pathlib.Path(result["workdir"]) / "metrics.jsonl").read_text()
-                    .splitlines()[-1])
+  last = json.loads(
+    (pathlib.Path(result["workdir"]) / "metrics.jsonl").read_text().splitlines()[-1]
+  )
   assert step == 20 and weights["sublayers"] == ["enc 0 self", "dec 0 cross"]
   assert weights["kappa"].shape == (3, 2)
   assert weights["alpha"][2, 0] == last["branch/encoder_layers_0/self_attention/alpha/2"]
@@ -181,34 +225,51 @@ class _CharTokenizer:
 
 @pytest.mark.parametrize("attention", ["multihead", "weighted"])
 def test_attention_maps_are_the_weights_the_model_attended_with(attention, tmp_path):
-  config = models.ModelConfig(vocab_size=48, d_model=16, d_ff=32, num_heads=4, num_branches=4,
-                              num_layers=2, max_len=32, attention=attention,
-                              dropout_rate=0.0)
+  config = models.ModelConfig(
+    vocab_size=48,
+    d_model=16,
+    d_ff=32,
+    num_heads=4,
+    num_branches=4,
+    num_layers=2,
+    max_len=32,
+    attention=attention,
+    dropout_rate=0.0,
+  )
   model = models.Transformer(config)
   params = jax.jit(models.init_params, static_argnums=0)(config, jax.random.PRNGKey(0))
   tokenizer = _CharTokenizer()
   maps = figures.attention_maps(model, params, tokenizer, "a dog runs", "ein hund")
-  assert maps["source"] == [tokenizer.decode([i]) for i in tokenizer.encode("a dog runs")[:-1]
-                            ] + ["</s>"]
-  assert sorted(maps["maps"]) == ["dec 0 cross", "dec 0 self", "dec 1 cross", "dec 1 self",
-                                  "enc 0 self", "enc 1 self"]
+  assert maps["source"] == [tokenizer.decode([i]) for i in tokenizer.encode("a dog runs")[:-1]] + [
+    "</s>"
+  ]
+  assert sorted(maps["maps"]) == [
+    "dec 0 cross",
+    "dec 0 self",
+    "dec 1 cross",
+    "dec 1 self",
+    "enc 0 self",
+    "enc 1 self",
+  ]
   # The weights times the values must give what each AttentionHeads returned in the model.
   inputs = jnp.asarray([tokenizer.encode("a dog runs")])
   targets = jnp.asarray([tokenizer.encode("ein hund")])
-  keep = lambda module, method: method == "__call__" and (
-      module.scope.path[-1:] in (("heads",), ("value",)))
-  _, state = model.apply({"params": params}, inputs, targets, capture_intermediates=keep,
-                         mutable=["intermediates"])
+  keep = lambda module, method: (
+    method == "__call__" and (module.scope.path[-1:] in (("heads",), ("value",)))
+  )
+  _, state = model.apply(
+    {"params": params}, inputs, targets, capture_intermediates=keep, mutable=["intermediates"]
+  )
   for name, weights in maps["maps"].items():
     side, index, kind = name.split()
     layer = {"enc": "encoder", "dec": "decoder"}[side] + f"_layers_{index}"
     heads = state["intermediates"][layer][f"{kind}_attention"]["heads"]
     value = heads["value"]["__call__"][0][0]
-    expected = heads["__call__"][0][0]                     # [q, heads, depth]
+    expected = heads["__call__"][0][0]  # [q, heads, depth]
     assert weights.shape == (4, expected.shape[0], value.shape[0])
     assert np.allclose(weights.sum(-1), 1.0, atol=1e-5)
     assert np.allclose(np.einsum("hqk,khd->qhd", weights, value), expected, atol=1e-5)
     if kind == "self" and side == "dec":
-      assert np.all(np.triu(weights, k=1) < 1e-6)         # causal
+      assert np.all(np.triu(weights, k=1) < 1e-6)  # causal
   path = figures.plot_attention_maps(maps, str(tmp_path / "attention.png"), "t")
   assert pathlib.Path(path).read_bytes()[:8] == PNG_HEADER

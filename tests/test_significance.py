@@ -18,17 +18,18 @@ SENTENCES = 150
 def _drop_words(sentences, rate, seed):
   """Each word kept with probability 1 - rate: a system that is worse as `rate` grows."""
   rng = np.random.default_rng(seed)
-  return [" ".join(w for w in s.split() if rng.random() >= rate) or s.split()[0]
-          for s in sentences]
+  return [" ".join(w for w in s.split() if rng.random() >= rate) or s.split()[0] for s in sentences]
 
 
 @pytest.fixture(scope="module")
 def systems():
   references = parallel_corpus(SENTENCES, seed=7)["de"]
-  return {"references": references,
-          "good": _drop_words(references, 0.10, 1),
-          "bad": _drop_words(references, 0.35, 2),
-          "good_again": _drop_words(references, 0.10, 3)}
+  return {
+    "references": references,
+    "good": _drop_words(references, 0.10, 1),
+    "bad": _drop_words(references, 0.35, 2),
+    "good_again": _drop_words(references, 0.10, 3),
+  }
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +38,28 @@ def good_vs_bad(systems):
 
 
 def _sacrebleu(test_type, baseline, system, references):
-  return PairedTest([("baseline", baseline), ("system", system)], {"BLEU": BLEU()},
-                    [references], test_type=test_type,
-                    n_samples=significance.BOOTSTRAP_SAMPLES if test_type == "bs"
-                    else significance.RANDOMIZATION_TRIALS)()[1]["BLEU"]
+  return PairedTest(
+    [("baseline", baseline), ("system", system)],
+    {"BLEU": BLEU()},
+    [references],
+    test_type=test_type,
+    n_samples=significance.BOOTSTRAP_SAMPLES
+    if test_type == "bs"
+    else significance.RANDOMIZATION_TRIALS,
+  )()[1]["BLEU"]
 
 
 def test_scores_and_p_values_are_sacrebleus(systems, good_vs_bad):
   refs = systems["references"]
   assert good_vs_bad.baseline_bleu == pytest.approx(
-      sacrebleu.corpus_bleu(systems["good"], [refs]).score, abs=1e-9)
+    sacrebleu.corpus_bleu(systems["good"], [refs]).score, abs=1e-9
+  )
   assert good_vs_bad.system_bleu == pytest.approx(
-      sacrebleu.corpus_bleu(systems["bad"], [refs]).score, abs=1e-9)
+    sacrebleu.corpus_bleu(systems["bad"], [refs]).score, abs=1e-9
+  )
   assert good_vs_bad.difference == pytest.approx(
-      good_vs_bad.system_bleu - good_vs_bad.baseline_bleu)
+    good_vs_bad.system_bleu - good_vs_bad.baseline_bleu
+  )
   assert good_vs_bad.difference < -5
   bootstrap = _sacrebleu("bs", systems["good"], systems["bad"], refs)
   randomization = _sacrebleu("ar", systems["good"], systems["bad"], refs)
@@ -65,7 +74,8 @@ def test_scores_and_p_values_are_sacrebleus(systems, good_vs_bad):
 def test_the_difference_interval_comes_from_sacrebleus_own_resamples(systems, good_vs_bad):
   refs = systems["references"]
   resampled, (low, high) = significance._bootstrap_difference_interval(
-      systems["good"], systems["bad"], refs, significance.BOOTSTRAP_SAMPLES)
+    systems["good"], systems["bad"], refs, significance.BOOTSTRAP_SAMPLES
+  )
   baseline, system = _sacrebleu("bs", systems["good"], systems["bad"], refs)
   # sacreBLEU reports each system's resampled mean and 95% half-width: ours must be the same.
   for ours, theirs in zip(resampled, (baseline, system)):
@@ -119,7 +129,7 @@ def test_corpus_scores_and_length_ratio_are_sacrebleus(systems):
   assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
   assert scores["length_ratio"] == pytest.approx(bleu.sys_len / bleu.ref_len)
   assert significance.length_ratio(hyps, refs) == scores["length_ratio"]
-  assert 0.55 < scores["length_ratio"] < 0.75     # about a third of the words dropped
+  assert 0.55 < scores["length_ratio"] < 0.75  # about a third of the words dropped
   assert significance.length_ratio(refs, refs) == 1.0
 
 
@@ -128,32 +138,42 @@ def _result(tmp_path, name, seed, translations, split="test"):
   workdir.mkdir(parents=True)
   path = workdir / f"translations.{split}.default.txt"
   path.write_text("".join(line + "\n" for line in translations), encoding="utf-8")
-  return {"seed": seed, "workdir": str(workdir),
-          "evaluations": {"default": {split: {"translations_file": str(path)}}}}
+  return {
+    "seed": seed,
+    "workdir": str(workdir),
+    "evaluations": {"default": {split: {"translations_file": str(path)}}},
+  }
 
 
 def test_compare_runs_pairs_seeds_reads_translations_and_reuses_its_cache(
-    systems, tmp_path, monkeypatch):
+  systems, tmp_path, monkeypatch
+):
   refs = systems["references"]
   baseline = [_result(tmp_path, "base", seed, systems["good"]) for seed in (0, 1)]
-  system = [_result(tmp_path, "sys", seed, hyps)
-            for seed, hyps in ((1, systems["good_again"]), (0, systems["bad"]), (2, refs))]
+  system = [
+    _result(tmp_path, "sys", seed, hyps)
+    for seed, hyps in ((1, systems["good_again"]), (0, systems["bad"]), (2, refs))
+  ]
   cache = {}
-  compared = significance.compare_runs(("base", baseline, "default"),
-                                       ("sys", system, "default"), "test", refs, cache=cache)
-  assert compared.seeds == (1, 0)        # seed 2 has no baseline run
+  compared = significance.compare_runs(
+    ("base", baseline, "default"), ("sys", system, "default"), "test", refs, cache=cache
+  )
+  assert compared.seeds == (1, 0)  # seed 2 has no baseline run
   direct = significance.paired_test(systems["good"], systems["bad"], refs)
   assert compared.per_seed[1] == direct
   assert compared.over_seeds.differences == pytest.approx(
-      (compared.per_seed[0].difference, direct.difference))
+    (compared.per_seed[0].difference, direct.difference)
+  )
   assert len(cache) == 2
   cache = json.loads(json.dumps(cache))  # as the report keeps it between rebuilds
 
   def refuse(*args, **kwargs):
     raise AssertionError("a cached paired test was recomputed")
+
   monkeypatch.setattr(significance, "paired_test", refuse)
-  again = significance.compare_runs(("base", baseline, "default"),
-                                    ("sys", system, "default"), "test", refs, cache=cache)
+  again = significance.compare_runs(
+    ("base", baseline, "default"), ("sys", system, "default"), "test", refs, cache=cache
+  )
   assert again == compared
   words = significance.describe(compared)
   assert words.startswith("test2016: sys is") and "behind base" in words
@@ -165,16 +185,20 @@ def test_words_and_table_say_which_differences_are_significant(systems, tmp_path
   refs = systems["references"]
   baseline = [_result(tmp_path, "base", 0, systems["good"])]
   system = [_result(tmp_path, "sys", 0, systems["bad"])]
-  compared = significance.compare_runs(("Transformer", baseline, "default"),
-                                       ("Weighted", system, "default"), "test", refs)
+  compared = significance.compare_runs(
+    ("Transformer", baseline, "default"), ("Weighted", system, "default"), "test", refs
+  )
   words = significance.describe(compared)
-  assert words == (f"test2016: Weighted is {abs(compared.over_seeds.mean):.2f} BLEU behind "
-                   f"Transformer (seed 0); significant at 0.05 on the test sentences "
-                   f"(both tests).")
+  assert words == (
+    f"test2016: Weighted is {abs(compared.over_seeds.mean):.2f} BLEU behind "
+    f"Transformer (seed 0); significant at 0.05 on the test sentences "
+    f"(both tests)."
+  )
   header, rule, row = significance.table([compared])
   assert header.count("|") == rule.count("|") == row.count("|") == 7
   assert "Weighted − Transformer | test2016 | seed 0: " in row
   assert "| 1 of 1 |" in row and "– (1 seed)" in row
   assert "test2018 flickr is the test set nothing is tuned on" in significance.untuned_note(
-      ["test", "test2018_flickr"])
+    ["test", "test2018_flickr"]
+  )
   assert significance.untuned_note(["test"]) == ""

@@ -23,11 +23,22 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 def command_line(config, workdir) -> list[str]:
   """`python -m experiments.run` for `config`, as flags over the multi30k.py:tiny defaults."""
   base = multi30k.get_config("tiny")
-  flags = [f"--config.{section}.{key}={value}"
-           for section in ("data", "model", "train")
-           for key, value in config[section].items() if base[section].get(key) != value]
-  return [sys.executable, "-m", "experiments.run",
-          "--config", "experiments/configs/multi30k.py:tiny", "--workdir", str(workdir), *flags]
+  flags = [
+    f"--config.{section}.{key}={value}"
+    for section in ("data", "model", "train")
+    for key, value in config[section].items()
+    if base[section].get(key) != value
+  ]
+  return [
+    sys.executable,
+    "-m",
+    "experiments.run",
+    "--config",
+    "experiments/configs/multi30k.py:tiny",
+    "--workdir",
+    str(workdir),
+    *flags,
+  ]
 
 
 def final_params(workdir):
@@ -50,17 +61,24 @@ def _batch(rows=16, source_len=9, target_len=7, seed=0):
   inputs = rng.integers(2, 50, size=(rows, source_len)).astype(np.int32)
   targets = rng.integers(2, 50, size=(rows, target_len)).astype(np.int32)
   for row in range(rows):
-    inputs[row, rng.integers(2, source_len):] = 0
-    targets[row, 1 + row % (target_len - 1):] = 0
+    inputs[row, rng.integers(2, source_len) :] = 0
+    targets[row, 1 + row % (target_len - 1) :] = 0
   return {"inputs": inputs, "targets": targets}
 
 
 @pytest.mark.slow
 def test_shard_map_and_pmap_equal_a_single_device_step_on_the_global_batch(tiny_config):
   assert jax.device_count() == 8
-  model_config = models.ModelConfig(vocab_size=50, attention="weighted", num_layers=1,
-                                    d_model=16, d_ff=32, num_heads=4, num_branches=4,
-                                    dropout_rate=0.0)
+  model_config = models.ModelConfig(
+    vocab_size=50,
+    attention="weighted",
+    num_layers=1,
+    d_model=16,
+    d_ff=32,
+    num_heads=4,
+    num_branches=4,
+    dropout_rate=0.0,
+  )
   model = models.Transformer(model_config)
   optimizer, _ = optim.make_optimizer(tiny_config.train, model_config)
   batches = [_batch(seed=s) for s in range(2)]
@@ -68,8 +86,9 @@ def test_shard_map_and_pmap_equal_a_single_device_step_on_the_global_batch(tiny_
   def run(data_parallel):
     """Parameters and per-step losses of two steps, built as the Trainer builds them."""
     state = train.create_train_state(model_config, optimizer, 0, data_parallel)
-    step = train.compile_train_step(model, optimizer, 0.1, data_parallel, state,
-                                    data_parallel.device_batch(batches[0]))
+    step = train.compile_train_step(
+      model, optimizer, 0.1, data_parallel, state, data_parallel.device_batch(batches[0])
+    )
     losses = []
     for batch in batches:
       state, step_metrics = step(state, data_parallel.device_batch(batch))
@@ -77,8 +96,7 @@ def test_shard_map_and_pmap_equal_a_single_device_step_on_the_global_batch(tiny_
       losses.append(float(loss_sum) / float(tokens))
     return data_parallel.unreplicate(state).params, losses
 
-  reference_params, reference_losses = run(parallel.data_parallel("shard_map",
-                                                                  jax.devices()[:1]))
+  reference_params, reference_losses = run(parallel.data_parallel("shard_map", jax.devices()[:1]))
   for wrapper in parallel.WRAPPERS:
     params, losses = run(parallel.data_parallel(wrapper))
     np.testing.assert_allclose(losses, reference_losses, rtol=1e-5, err_msg=wrapper)
@@ -88,16 +106,18 @@ def test_shard_map_and_pmap_equal_a_single_device_step_on_the_global_batch(tiny_
 @pytest.mark.slow
 def test_the_trainer_trains_alike_with_either_wrapper(tiny_config, tmp_path):
   tiny_config.train.update(num_steps=2, log_every=2, eval_every=2, checkpoint_every=2)
-  tiny_config.data.num_buckets = 1   # one training shape to compile per wrapper
+  tiny_config.data.num_buckets = 1  # one training shape to compile per wrapper
   summaries = {}
   for wrapper in parallel.WRAPPERS:
     tiny_config.train.wrapper = wrapper
     summaries[wrapper] = train.train_and_evaluate(tiny_config, str(tmp_path / wrapper))
-  assert summaries["pmap"]["compile_seconds"] > 0   # compiled ahead of time, as shard_map
-  assert summaries["pmap"]["eval_loss"] == pytest.approx(summaries["shard_map"]["eval_loss"],
-                                                         rel=1e-5)
-  assert_trees_close(final_params(tmp_path / "pmap"), final_params(tmp_path / "shard_map"),
-                     atol=1e-5)
+  assert summaries["pmap"]["compile_seconds"] > 0  # compiled ahead of time, as shard_map
+  assert summaries["pmap"]["eval_loss"] == pytest.approx(
+    summaries["shard_map"]["eval_loss"], rel=1e-5
+  )
+  assert_trees_close(
+    final_params(tmp_path / "pmap"), final_params(tmp_path / "shard_map"), atol=1e-5
+  )
 
 
 @pytest.mark.slow
@@ -111,11 +131,22 @@ def test_two_processes_give_the_result_of_one(tiny_config, tmp_path):
   workdir = tmp_path / "two_processes"
   processes = []
   for process_id in range(2):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "WT_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "WT_NUM_PROCESSES": "2",
-           "WT_PROCESS_ID": str(process_id)}
-    processes.append(subprocess.Popen(command_line(tiny_config, workdir), cwd=REPO, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    env = {
+      **os.environ,
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+      "WT_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+      "WT_NUM_PROCESSES": "2",
+      "WT_PROCESS_ID": str(process_id),
+    }
+    processes.append(
+      subprocess.Popen(
+        command_line(tiny_config, workdir),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+      )
+    )
   outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
   for p, out in zip(processes, outputs):
     assert p.returncode == 0, out[-3000:]
@@ -128,8 +159,12 @@ def test_two_processes_give_the_result_of_one(tiny_config, tmp_path):
 def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(tiny_config, tmp_path):
   tiny_config.train.update(num_steps=60, checkpoint_every=10, log_every=10, eval_every=30)
   killed = tmp_path / "killed"
-  process = subprocess.Popen(command_line(tiny_config, killed), cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(
+    command_line(tiny_config, killed),
+    cwd=REPO,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   first_checkpoint = killed / "checkpoints" / "10"
   deadline = time.time() + 240
   while not first_checkpoint.exists() and process.poll() is None and time.time() < deadline:
@@ -140,8 +175,9 @@ def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(tiny_con
   steps = checkpoint.Checkpointer(str(killed / "checkpoints")).steps()
   assert steps and max(steps) < 60, f"the run was not interrupted: checkpoints {steps}"
 
-  resumed = subprocess.run(command_line(tiny_config, killed), cwd=REPO, capture_output=True,
-                           text=True, timeout=300)
+  resumed = subprocess.run(
+    command_line(tiny_config, killed), cwd=REPO, capture_output=True, text=True, timeout=300
+  )
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed" in resumed.stderr
   train.train_and_evaluate(tiny_config, str(tmp_path / "uninterrupted"))
@@ -155,7 +191,8 @@ def test_nan_stops_the_run_and_the_last_good_checkpoint_restores(tiny_config, tm
   trainer.train_until(5)
   trainer.checkpointer.wait()
   trainer.state = trainer.state.replace(
-      params=jax.tree.map(lambda p: p * jnp.nan, trainer.state.params))
+    params=jax.tree.map(lambda p: p * jnp.nan, trainer.state.params)
+  )
   with pytest.raises(train.TrainingDivergedError, match=r"last good checkpoint \(5\) is kept"):
     trainer.train_until(20)
   trainer.close()
@@ -182,8 +219,7 @@ def test_an_update_that_breaks_the_parameters_is_never_checkpointed(tiny_config,
 
 
 @pytest.mark.slow
-def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tiny_config, tmp_path,
-                                                                     caplog):
+def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tiny_config, tmp_path, caplog):
   tiny_config.train.update(num_steps=10, checkpoint_every=5)
   train.train_and_evaluate(tiny_config, str(tmp_path))
   for path in (tmp_path / "checkpoints" / "10" / "state").rglob("*"):
@@ -199,11 +235,14 @@ def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(tiny_config
 def test_a_workdir_of_another_config_is_refused_unless_overwritten(tiny_config, tmp_path):
   tiny_config.train.num_steps = 2
   train.train_and_evaluate(tiny_config, str(tmp_path))
-  tiny_config.decode.beam_size = 8          # evaluation settings do not define a run
+  tiny_config.decode.beam_size = 8  # evaluation settings do not define a run
   assert train.train_and_evaluate(tiny_config, str(tmp_path))["step"] == 2
   tiny_config.model.d_model = 48
-  with pytest.raises(ValueError, match=r"different config \(differs in model.d_model\).*"
-                                       r"--overwrite"):
+  with pytest.raises(
+    ValueError,
+    match=r"different config \(differs in model.d_model\).*"
+    r"--overwrite",
+  ):
     train.Trainer(tiny_config, str(tmp_path))
   assert train.train_and_evaluate(tiny_config, str(tmp_path), overwrite=True)["step"] == 2
 
@@ -235,14 +274,18 @@ def test_logs_hold_losses_rates_throughput_branch_weights_and_validation(tiny_co
   eval_records = [r for r in records if "eval/loss" in r]
   assert [r["step"] for r in train_records] == [5, 10]
   assert [r["step"] for r in eval_records] == [5, 10]
-  for key in ("train/learning_rate", "train/branch_learning_rate", "train/tokens_per_second",
-              "train/seconds", "train/nll"):
+  for key in (
+    "train/learning_rate",
+    "train/branch_learning_rate",
+    "train/tokens_per_second",
+    "train/seconds",
+    "train/nll",
+  ):
     assert train_records[-1][key] > 0, key
   kappa = {k: v for k, v in train_records[0].items() if "/kappa/" in k}
   assert len(kappa) == 4 * 2  # M = 4 values for each of the 2 branched sublayers
   assert 0 <= eval_records[-1]["eval/accuracy"] <= 1
-  assert eval_records[-1]["eval/perplexity"] == pytest.approx(
-      np.exp(eval_records[-1]["eval/nll"]))
+  assert eval_records[-1]["eval/perplexity"] == pytest.approx(np.exp(eval_records[-1]["eval/nll"]))
   # Frozen for the last 5 steps: the logged kappa/alpha at step 5 and 10 are the same.
   for key in (k for k in train_records[0] if k.startswith("branch/")):
     assert train_records[0][key] == train_records[1][key], key
@@ -250,18 +293,25 @@ def test_logs_hold_losses_rates_throughput_branch_weights_and_validation(tiny_co
   assert any((tmp_path / "tensorboard").iterdir())
 
 
-@pytest.mark.parametrize("section, field, value, message", [
-    ("train", "wrapper", "xmap", "config.train.wrapper='xmap' is not a valid choice; use one "
-                                 "of ('shard_map', 'pmap')"),
+@pytest.mark.parametrize(
+  "section, field, value, message",
+  [
+    (
+      "train",
+      "wrapper",
+      "xmap",
+      "config.train.wrapper='xmap' is not a valid choice; use one of ('shard_map', 'pmap')",
+    ),
     ("train", "num_steps", 0, "config.train.num_steps=0 must be a positive integer"),
     ("train", "branch_freeze_steps", 50, "freezes kappa/alpha for the whole run"),
     ("model", "num_heads", 5, "config.model.num_heads=5 does not divide model.d_model=32"),
-    ("data", "tokens_per_batch", -1, "config.data.tokens_per_batch=-1 must be a positive "
-                                     "integer"),
+    ("data", "tokens_per_batch", -1, "config.data.tokens_per_batch=-1 must be a positive integer"),
     ("decode", "beam_size", 0, "config.decode.beam_size=0 must be a positive integer"),
-])
-def test_bad_config_values_are_refused_before_anything_is_loaded(tiny_config, tmp_path, section,
-                                                                 field, value, message):
+  ],
+)
+def test_bad_config_values_are_refused_before_anything_is_loaded(
+  tiny_config, tmp_path, section, field, value, message
+):
   tiny_config[section][field] = value
   with pytest.raises(ValueError, match=re.escape(message)):
     train.Trainer(tiny_config, str(tmp_path / "run"))
@@ -269,8 +319,7 @@ def test_bad_config_values_are_refused_before_anything_is_loaded(tiny_config, tm
 
 
 @pytest.mark.slow
-def test_bfloat16_compute_trains_with_float32_parameters_and_optimizer_state(tiny_config,
-                                                                            tmp_path):
+def test_bfloat16_compute_trains_with_float32_parameters_and_optimizer_state(tiny_config, tmp_path):
   tiny_config.model.dtype = "bfloat16"
   tiny_config.train.update(num_steps=4, log_every=2, eval_every=4)
   trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
@@ -280,6 +329,8 @@ def test_bfloat16_compute_trains_with_float32_parameters_and_optimizer_state(tin
   for tree in (trainer.state.params, trainer.state.opt_state):
     floats = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
     assert floats and all(x.dtype == jnp.float32 for x in floats)
-  assert any(np.abs(a - np.asarray(b)).max() > 0
-             for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(trainer.params())))
+  assert any(
+    np.abs(a - np.asarray(b)).max() > 0
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(trainer.params()))
+  )
   trainer.close()

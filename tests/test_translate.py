@@ -20,7 +20,7 @@ from experiments import translate
 from wt import evaluation, models, train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-INFO_LOG = re.compile(r"^I\d{4} ", re.MULTILINE)   # absl's INFO prefix: I<month><day>
+INFO_LOG = re.compile(r"^I\d{4} ", re.MULTILINE)  # absl's INFO prefix: I<month><day>
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +28,18 @@ def workdir(tiny_data_dirs, tmp_path_factory):
   """A tiny Transformer trained for 10 steps (tiny_config's settings, built here because
   tiny_config is per test)."""
   from experiments.configs import multi30k  # pylint: disable=g-import-not-at-top
+
   data_dir, cache_dir = tiny_data_dirs
   config = multi30k.get_config("tiny")
-  config.data.update(data_dir=str(data_dir), cache_dir=str(cache_dir), vocab_size=96,
-                     num_buckets=2, tokens_per_batch=512, max_length=32, eval_batch_size=16)
+  config.data.update(
+    data_dir=str(data_dir),
+    cache_dir=str(cache_dir),
+    vocab_size=96,
+    num_buckets=2,
+    tokens_per_batch=512,
+    max_length=32,
+    eval_batch_size=16,
+  )
   config.model.dropout_rate = 0.0
   config.train.update(num_steps=10, eval_every=10, log_every=5, checkpoint_every=10)
   config.decode.update(beam_size=2, max_extra_len=5)
@@ -43,8 +51,13 @@ def workdir(tiny_data_dirs, tmp_path_factory):
 def translate_command(workdir, stdin: bytes, *flags):
   env = {**os.environ, "PYTHONPATH": str(REPO)}
   return subprocess.run(
-      [sys.executable, "-m", "experiments.translate", "--workdir", str(workdir), *flags],
-      input=stdin, cwd=REPO, env=env, capture_output=True, timeout=300)
+    [sys.executable, "-m", "experiments.translate", "--workdir", str(workdir), *flags],
+    input=stdin,
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    timeout=300,
+  )
 
 
 @pytest.mark.slow
@@ -55,7 +68,7 @@ def test_the_issues_example_prints_four_lines_and_warns_once_for_line_3(workdir)
   stderr = result.stderr.decode("utf-8")
   assert result.returncode == 0, stderr[-3000:]
   lines = result.stdout.decode("utf-8").split("\n")
-  assert len(lines) == 5 and lines[4] == "" and lines[1] == ""   # four lines, the second empty
+  assert len(lines) == 5 and lines[4] == "" and lines[1] == ""  # four lines, the second empty
   warnings = [line for line in stderr.splitlines() if "line 3:" in line]
   assert len(warnings) == 1 and re.search(r"line 3: \d{3,} tokens", warnings[0]), stderr
   assert not re.search(r"line [124]\b", stderr) and "Traceback" not in stderr, stderr
@@ -64,22 +77,21 @@ def test_the_issues_example_prints_four_lines_and_warns_once_for_line_3(workdir)
 
 
 @pytest.mark.slow
-def test_bytes_that_are_not_utf8_are_replaced_and_the_line_named_and_verbosity_is_honoured(
-    workdir):
-  result = translate_command(workdir, b"A dog.\r\ncaf\xe9 on the grass.\n\t \n",
-                             "--verbosity=0")
+def test_bytes_that_are_not_utf8_are_replaced_and_the_line_named_and_verbosity_is_honoured(workdir):
+  result = translate_command(workdir, b"A dog.\r\ncaf\xe9 on the grass.\n\t \n", "--verbosity=0")
   stderr = result.stderr.decode("utf-8")
   assert result.returncode == 0, stderr[-3000:]
   lines = result.stdout.decode("utf-8").split("\n")
-  assert len(lines) == 4 and lines[2] == "" and lines[3] == ""   # three lines, the last empty
+  assert len(lines) == 4 and lines[2] == "" and lines[3] == ""  # three lines, the last empty
   assert re.search(r"line 2 is not valid UTF-8 \(byte 0xe9 at byte 4\).*U\+FFFD", stderr)
   assert "Traceback" not in stderr and "TypeError" not in stderr
-  assert INFO_LOG.search(stderr), stderr   # --verbosity=0 brings the INFO logs back
+  assert INFO_LOG.search(stderr), stderr  # --verbosity=0 brings the INFO logs back
 
 
 class WordTokenizer:
   """One id per word (2..39, from its letters), EOS-terminated; decodes ids to "<id> <id> ..."
   (so any non-EOS output is visible text)."""
+
   eos_id = 1
 
   def encode_batch(self, texts):
@@ -95,16 +107,31 @@ class WordTokenizer:
 def random_model():
   """An untrained Transformer of max_len 64 that rarely emits EOS: it translates an empty
   source (only EOS) into a non-empty invented sentence."""
-  config = models.ModelConfig(vocab_size=40, num_layers=1, d_model=16, d_ff=32, num_heads=2,
-                              max_len=64, dropout_rate=0.0, share_embeddings="none")
+  config = models.ModelConfig(
+    vocab_size=40,
+    num_layers=1,
+    d_model=16,
+    d_ff=32,
+    num_heads=2,
+    max_len=64,
+    dropout_rate=0.0,
+    share_embeddings="none",
+  )
   return models.Transformer(config), models.init_params(config, jax.random.key(0))
 
 
 def translate_words(random_model, sentences):
   model, params = random_model
-  return evaluation.translate_sentences(model, params, WordTokenizer(), sentences,
-                                        batch_size=4, beam_size=1, length_penalty=0.6,
-                                        max_extra_len=6)[0]
+  return evaluation.translate_sentences(
+    model,
+    params,
+    WordTokenizer(),
+    sentences,
+    batch_size=4,
+    beam_size=1,
+    length_penalty=0.6,
+    max_extra_len=6,
+  )[0]
 
 
 def test_empty_and_whitespace_only_lines_translate_to_empty_lines(random_model):
@@ -113,11 +140,12 @@ def test_empty_and_whitespace_only_lines_translate_to_empty_lines(random_model):
   assert translations[0] == translations[2] == translations[3] == ""
   assert translations[1] and translations[4]
   assert translations[1:5:3] == translate_words(random_model, ["a dog runs", "a man"])
-  assert translate_words(random_model, ["", " "]) == ["", ""]   # nothing to decode at all
+  assert translate_words(random_model, ["", " "]) == ["", ""]  # nothing to decode at all
 
 
 def test_an_over_long_line_is_cut_with_one_warning_and_the_others_translate_as_alone(
-    random_model, caplog):
+  random_model, caplog
+):
   """max_len=64 less max_extra_len=6 leaves 58 source tokens: a line of 100 words (101 tokens)
   is translated as its first 57 words."""
   words = [f"w{i}" for i in range(100)]
@@ -128,8 +156,9 @@ def test_an_over_long_line_is_cut_with_one_warning_and_the_others_translate_as_a
   assert "model.max_len=64" in warnings[0] and "first 57 tokens" in warnings[0]
   caplog.clear()
   assert translations == translate_words(
-      random_model, ["a man runs", " ".join(words[:57]), "two dogs"])
-  assert not caplog.records   # the line cut by hand is within the limit: no warning
+    random_model, ["a man runs", " ".join(words[:57]), "two dogs"]
+  )
+  assert not caplog.records  # the line cut by hand is within the limit: no warning
 
 
 def test_read_lines_replaces_bytes_that_are_not_utf8_and_names_the_line(caplog):

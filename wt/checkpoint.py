@@ -42,10 +42,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-MANIFEST = "wt_integrity.json"     # in every sealed step folder, beside orbax's files
-CORRUPT_DIR = "corrupt"            # unreadable steps go to <checkpoints>/corrupt/<step>
+MANIFEST = "wt_integrity.json"  # in every sealed step folder, beside orbax's files
+CORRUPT_DIR = "corrupt"  # unreadable steps go to <checkpoints>/corrupt/<step>
 _FORMAT = "wt-checkpoint-integrity/1"
-VERIFIED, UNVERIFIED, CORRUPT = 0, 1, 2   # check_manifest verdicts
+VERIFIED, UNVERIFIED, CORRUPT = 0, 1, 2  # check_manifest verdicts
 
 
 class CheckpointError(RuntimeError):
@@ -64,8 +64,9 @@ def write_json_atomically(path: str, value: Any) -> None:
   """Writes `value` as JSON to `path` so that a reader sees the old file or the new one,
   never a part: a temporary file in the same folder, flushed, then renamed over `path`."""
   folder = os.path.dirname(os.path.abspath(path))
-  handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                       dir=folder)
+  handle, temporary = tempfile.mkstemp(
+    prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder
+  )
   try:
     with os.fdopen(handle, "w", encoding="utf-8") as f:
       json.dump(value, f, indent=2, sort_keys=True)
@@ -87,9 +88,10 @@ def read_json(path: str, *, fix: str) -> Any:
     if not text.strip():
       raise ValueError("the file is empty")
     return json.loads(text)
-  except (ValueError, UnicodeDecodeError) as error:   # JSONDecodeError is a ValueError
-    raise RunStateError(f"{path} is unreadable ({error}), probably from an interrupted "
-                        f"write; {fix}") from None
+  except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+    raise RunStateError(
+      f"{path} is unreadable ({error}), probably from an interrupted write; {fix}"
+    ) from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -118,8 +120,9 @@ def write_manifest(step_dir: str) -> None:
   for name in _step_files(step_dir):
     path = os.path.join(step_dir, name)
     files[name] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
-  write_json_atomically(os.path.join(step_dir, MANIFEST),
-                        {"format": _FORMAT, "algorithm": "sha256", "files": files})
+  write_json_atomically(
+    os.path.join(step_dir, MANIFEST), {"format": _FORMAT, "algorithm": "sha256", "files": files}
+  )
 
 
 def check_manifest(step_dir: str) -> tuple[int, str]:
@@ -155,6 +158,7 @@ def _from_chief(value: int) -> int:
   if jax.process_count() == 1:
     return value
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
@@ -162,12 +166,14 @@ def _everywhere(ok: bool) -> bool:
   if jax.process_count() == 1:
     return ok
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
 def _barrier(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     multihost_utils.sync_global_devices(name)
 
 
@@ -177,8 +183,8 @@ def _barrier(name: str) -> None:
 def abstract_like(tree: Any) -> Any:
   """ShapeDtypeStructs (with shardings) describing `tree`, the restore target orbax needs."""
   return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-      tree)
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
+  )
 
 
 class Checkpointer:
@@ -186,17 +192,18 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int = 5, asynchronous: bool = True):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep,
-                                           enable_async_checkpointing=asynchronous,
-                                           cleanup_tmp_directories=True)
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, enable_async_checkpointing=asynchronous, cleanup_tmp_directories=True
+    )
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "meta": ocp.JsonCheckpointHandler()})
+      self.directory,
+      options=options,
+      item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+    )
     self._is_chief = jax.process_index() == 0
     self._sealer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wt-seal")
     self._seals: list[concurrent.futures.Future] = []
-    self.seal_seconds: list[float] = []   # per sealed save: hashing + writing the manifest
+    self.seal_seconds: list[float] = []  # per sealed save: hashing + writing the manifest
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -207,26 +214,32 @@ class Checkpointer:
   def save(self, step: int, state: Any, meta: dict) -> None:
     """Starts writing a checkpoint (returns before it is on disk when asynchronous); it is
     sealed with its integrity manifest in the background once orbax has finished it."""
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     meta=ocp.args.JsonSave(meta)),
-                       force=True)
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      force=True,
+    )
     if self._is_chief:
       self._seals.append(self._sealer.submit(self._seal, step))
 
   def _seal(self, step: int) -> None:
     try:
-      self._manager.wait_until_finished()   # orbax allows this from several threads
+      self._manager.wait_until_finished()  # orbax allows this from several threads
     except Exception:  # pylint: disable=broad-except
-      return          # the save failed: the caller's wait() raises orbax's error
+      return  # the save failed: the caller's wait() raises orbax's error
     step_dir = self.step_dir(step)
     if not os.path.isdir(step_dir):
-      return          # already deleted by max_to_keep
+      return  # already deleted by max_to_keep
     start = time.perf_counter()
     try:
       write_manifest(step_dir)
     except OSError as error:
-      logging.warning("could not write %s for checkpoint %d (%s); it will restore unverified",
-                      MANIFEST, step, error)
+      logging.warning(
+        "could not write %s for checkpoint %d (%s); it will restore unverified",
+        MANIFEST,
+        step,
+        error,
+      )
       return
     self.seal_seconds.append(time.perf_counter() - start)
 
@@ -237,8 +250,9 @@ class Checkpointer:
       seal.result()
     self._seals.clear()
 
-  def restore(self, target: Any, step: Optional[int] = None, *,
-              move_aside: bool = False) -> Optional[tuple[Any, dict, int]]:
+  def restore(
+    self, target: Any, step: Optional[int] = None, *, move_aside: bool = False
+  ) -> Optional[tuple[Any, dict, int]]:
     """(state, meta, step) of the newest readable checkpoint (or of `step`); None if none.
 
     `target` is a state (or `abstract_like` of one) whose shapes, dtypes and shardings the
@@ -250,34 +264,47 @@ class Checkpointer:
     self.wait()
     candidates = [step] if step is not None else self._chief_steps()[::-1]
     for candidate in candidates:
-      status, reason = (check_manifest(self.step_dir(candidate)) if self._is_chief
-                        else (VERIFIED, "rejected by process 0's integrity check"))
+      status, reason = (
+        check_manifest(self.step_dir(candidate))
+        if self._is_chief
+        else (VERIFIED, "rejected by process 0's integrity check")
+      )
       status = _from_chief(status)
       if status == CORRUPT:
         self._reject(candidate, reason, move_aside)
         continue
       error = None
       try:
-        abstract = (self._saved_tree_on_one_device(candidate) if target is None
-                    else abstract_like(target))
-        restored = self._manager.restore(candidate, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        abstract = (
+          self._saved_tree_on_one_device(candidate) if target is None else abstract_like(target)
+        )
+        restored = self._manager.restore(
+          candidate,
+          args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+          ),
+        )
       except Exception as caught:  # pylint: disable=broad-except
         error = caught
       if not _everywhere(error is None):
         problem = f"{type(error).__name__}: {error}" if error else "failed on another process"
         if status == VERIFIED:
           raise CheckpointError(
-              f"checkpoint {candidate} in {self.directory} has intact files (sha256 as "
-              f"saved) but does not restore into this run's state ({problem}); it was "
-              f"probably written by another version of the code: resume with that version, "
-              f"or start again in another --workdir") from error
+            f"checkpoint {candidate} in {self.directory} has intact files (sha256 as "
+            f"saved) but does not restore into this run's state ({problem}); it was "
+            f"probably written by another version of the code: resume with that version, "
+            f"or start again in another --workdir"
+          ) from error
         self._reject(candidate, problem, move_aside)
         continue
       if status == UNVERIFIED:
-        logging.warning("checkpoint %d in %s has no %s (written by older code, or the run "
-                        "stopped between its save and its seal); restored it unverified",
-                        candidate, self.directory, MANIFEST)
+        logging.warning(
+          "checkpoint %d in %s has no %s (written by older code, or the run "
+          "stopped between its save and its seal); restored it unverified",
+          candidate,
+          self.directory,
+          MANIFEST,
+        )
       return restored["state"], dict(restored["meta"]), candidate
     return None
 
@@ -287,6 +314,7 @@ class Checkpointer:
     if jax.process_count() == 1:
       return steps
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     count = _from_chief(len(steps))
     mine = np.asarray(steps if self._is_chief else [0] * count, np.int32).reshape(count)
     return [int(s) for s in multihost_utils.broadcast_one_to_all(mine)] if count else []
@@ -294,8 +322,9 @@ class Checkpointer:
   def _reject(self, step: int, reason: str, move_aside: bool) -> None:
     """Logs an unreadable step and, with `move_aside`, renames it to `corrupt/<step>`."""
     if not move_aside:
-      logging.warning("checkpoint %d in %s is unreadable (%s); trying an older one", step,
-                      self.directory, reason)
+      logging.warning(
+        "checkpoint %d in %s is unreadable (%s); trying an older one", step, self.directory, reason
+      )
       return
     destination = "the corrupt/ folder (by process 0)"
     if self._is_chief:
@@ -309,23 +338,28 @@ class Checkpointer:
         os.rename(self.step_dir(step), destination)
       except OSError as error:
         raise CheckpointError(
-            f"checkpoint {step} in {self.directory} is unreadable ({reason}) and could not be "
-            f"moved aside to {destination} ({error}); move or delete it by hand, then rerun"
+          f"checkpoint {step} in {self.directory} is unreadable ({reason}) and could not be "
+          f"moved aside to {destination} ({error}); move or delete it by hand, then rerun"
         ) from error
       with open(os.path.join(destination, "MOVED_ASIDE.txt"), "w", encoding="utf-8") as f:
-        f.write(f"checkpoint {step} was unreadable at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                f"{reason}\n")
+        f.write(
+          f"checkpoint {step} was unreadable at {time.strftime('%Y-%m-%d %H:%M:%S')}: {reason}\n"
+        )
     _barrier(f"wt-checkpoint-moved-aside-{step}")
     self._manager.reload()
-    logging.warning("checkpoint %d in %s is unreadable (%s); moved it aside to %s and trying "
-                    "an older one", step, self.directory, reason, destination)
+    logging.warning(
+      "checkpoint %d in %s is unreadable (%s); moved it aside to %s and trying an older one",
+      step,
+      self.directory,
+      reason,
+      destination,
+    )
 
   def _saved_tree_on_one_device(self, step: int) -> Any:
     """Abstract arrays of checkpoint `step`'s state, placed on this process's first device."""
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     saved = self._manager.item_metadata(step)["state"]
-    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-                        saved)
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), saved)
 
   def average_params(self, target: Any, last_n: int) -> Any:
     """The mean parameters (`state.params` or `state["params"]`) of the newest `last_n`

@@ -36,11 +36,11 @@ class Section:
 
   `error` is the ConfigError subclass its checks raise (wt.data's is also a DataError).
   """
+
   SECTION: ClassVar[str]
   ERROR: ClassVar[type[ConfigError]]
 
-  def __init_subclass__(cls, *, section: str, error: type[ConfigError] = ConfigError,
-                        **kwargs):
+  def __init_subclass__(cls, *, section: str, error: type[ConfigError] = ConfigError, **kwargs):
     super().__init_subclass__(**kwargs)
     cls.SECTION, cls.ERROR = section, error
 
@@ -48,15 +48,16 @@ class Section:
   def from_mapping(cls, values: Mapping[str, Any]):
     """The section of a dict or ConfigDict; unknown fields are refused by name."""
     values = dict(values)
-    valid = [field.name for field in dataclasses.fields(cls)]
+    valid = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(valid))
     if unknown:
       raise cls.ERROR(unknown_fields_message(cls.SECTION, unknown, valid, where=cls))
     return cls(**values)
 
 
-def unknown_fields_message(section: str, unknown: Sequence[str], valid: Iterable[str], *,
-                           where: Any) -> str:
+def unknown_fields_message(
+  section: str, unknown: Sequence[str], valid: Iterable[str], *, where: Any
+) -> str:
   """`unknown train config field(s) [...]`, each with the closest valid name, and where the
   valid fields are defined (`where`: a Section class, or a sentence)."""
   valid = list(valid)
@@ -64,46 +65,55 @@ def unknown_fields_message(section: str, unknown: Sequence[str], valid: Iterable
   named = []
   for name in unknown:
     close = difflib.get_close_matches(name, valid, n=1)
-    named.append(f"{prefix}{name} is not a field" +
-                 (f" (did you mean {prefix}{close[0]}?)" if close else ""))
+    named.append(
+      f"{prefix}{name} is not a field" + (f" (did you mean {prefix}{close[0]}?)" if close else "")
+    )
   if isinstance(where, type):
     where = f"{where.__name__} in {where.__module__.replace('.', '/')}.py"
   label = f"{section} config" if section else "config"
-  return (f"unknown {label} field(s) {list(unknown)}: {'; '.join(named)}; see {where} for "
-          f"every field and its default")
+  return (
+    f"unknown {label} field(s) {list(unknown)}: {'; '.join(named)}; see {where} for "
+    f"every field and its default"
+  )
 
 
 def default_values(section_class: type[Section]) -> dict[str, Any]:
   """The defaults of a section for a ConfigDict: a None default becomes a placeholder of the
   field's type, so that `--config.<section>.<field>=...` can still set it."""
-  types = _field_types(section_class)
-  return {field.name: (field.default if field.default is not None else
-                       ml_collections.config_dict.placeholder(_without_none(types[field.name])))
-          for field in dataclasses.fields(section_class)}
+  types = _field_types(section_class)  # type: ignore[arg-type]
+  return {
+    field.name: (
+      field.default
+      if field.default is not None
+      else ml_collections.config_dict.placeholder(_without_none(types[field.name]))
+    )
+    for field in dataclasses.fields(section_class)  # type: ignore[arg-type]
+  }
 
 
 def fail(config: Section, field: str, problem: str) -> ConfigError:
   """The error `config.<section>.<field>=<value> <problem>` (to raise)."""
-  return type(config).ERROR(
-      f"config.{config.SECTION}.{field}={getattr(config, field)!r} {problem}")
+  return type(config).ERROR(f"config.{config.SECTION}.{field}={getattr(config, field)!r} {problem}")
 
 
 # ------------------------------------------------------------------------------------------
 # Types: every field against its annotation.
+
 
 def _is_integer(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_finite_number(value) -> bool:
-  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value))
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-_KINDS = {bool: ("true or false", lambda v: isinstance(v, bool)),
-          int: ("an integer", _is_integer),
-          float: ("a finite number", _is_finite_number),
-          str: ("a string", lambda v: isinstance(v, str))}
+_KINDS = {
+  bool: ("true or false", lambda v: isinstance(v, bool)),
+  int: ("an integer", _is_integer),
+  float: ("a finite number", _is_finite_number),
+  str: ("a string", lambda v: isinstance(v, str)),
+}
 
 
 @functools.cache
@@ -130,14 +140,14 @@ def _type_problem(value, hint) -> Optional[str]:
       return f"must be a non-empty tuple, each item {item_kind}"
     return None
   if hint not in _KINDS:
-    return None   # a type without a rule here: the section's own checks cover it
+    return None  # a type without a rule here: the section's own checks cover it
   kind, is_kind = _KINDS[hint]
   return None if is_kind(value) else f"must be {kind}"
 
 
 def check_types(config: Section) -> None:
   """Every field holds a value of its annotated type (see the module docstring)."""
-  for field, hint in _field_types(type(config)).items():
+  for field, hint in _field_types(type(config)).items():  # type: ignore[arg-type]
     problem = _type_problem(getattr(config, field), hint)
     if problem:
       raise fail(config, field, problem)
@@ -145,6 +155,7 @@ def check_types(config: Section) -> None:
 
 # ------------------------------------------------------------------------------------------
 # Values.
+
 
 def positive_int(config: Section, *fields: str) -> None:
   for field in fields:
@@ -184,5 +195,4 @@ def each_one_of(config: Section, field: str, choices: Sequence) -> None:
   """Every item of a tuple field is one of `choices`."""
   wrong = [item for item in getattr(config, field) if item not in choices]
   if wrong:
-    raise fail(config, field, f"holds {wrong[0]!r}, not a valid choice; use items of "
-                              f"{choices!r}")
+    raise fail(config, field, f"holds {wrong[0]!r}, not a valid choice; use items of {choices!r}")

@@ -58,8 +58,8 @@ Array = jax.Array
 
 PAD = 0
 EOS = 1
-NEG = -1.0e9          # "impossible" log-probability: finite, far below any real score
-_REAL = NEG / 2       # scores above this belong to real (possible) hypotheses
+NEG = -1.0e9  # "impossible" log-probability: finite, far below any real score
+_REAL = NEG / 2  # scores above this belong to real (possible) hypotheses
 # Cache leaves that are equal for every beam of a sentence (encoder keys/values): never gathered.
 _BEAM_INVARIANT = ("cross_key", "cross_value")
 
@@ -103,8 +103,11 @@ def sentence_limits(inputs: Array, max_extra_len: int, buffer_len: int) -> Array
 def _check_options(model: models.Transformer, beam_size: int, max_extra_len: int):
   if not isinstance(beam_size, (int, np.integer)) or isinstance(beam_size, bool) or beam_size < 1:
     raise ValueError(f"beam_size={beam_size!r} must be a positive integer")
-  if (not isinstance(max_extra_len, (int, np.integer)) or isinstance(max_extra_len, bool)
-      or max_extra_len < 0):
+  if (
+    not isinstance(max_extra_len, (int, np.integer))
+    or isinstance(max_extra_len, bool)
+    or max_extra_len < 0
+  ):
     raise ValueError(f"max_extra_len={max_extra_len!r} must be a non-negative integer")
   if model.config.vocab_size < 3:
     raise ValueError("decoding needs a vocabulary beyond pad (0) and EOS (1)")
@@ -122,26 +125,33 @@ def _start(model, params, inputs: Array, rows_per_sentence: int, max_extra_len: 
   buffer_len = decode_buffer_len(source_len, max_extra_len, model.config.max_len)
   limits = sentence_limits(inputs, max_extra_len, buffer_len)
   encoded = model.apply({"params": params}, inputs, method=models.Transformer.encode)
-  encoded = jnp.repeat(encoded, rows_per_sentence, axis=0)        # [rows, source_len, d]
-  row_inputs = jnp.repeat(inputs, rows_per_sentence, axis=0)      # [rows, source_len]
-  row_limits = jnp.repeat(limits, rows_per_sentence)              # [rows]
+  encoded = jnp.repeat(encoded, rows_per_sentence, axis=0)  # [rows, source_len, d]
+  row_inputs = jnp.repeat(inputs, rows_per_sentence, axis=0)  # [rows, source_len]
+  row_limits = jnp.repeat(limits, rows_per_sentence)  # [rows]
   cache = models.init_cache(model, params, encoded, row_inputs, buffer_len)
   vocab = jnp.arange(model.config.vocab_size)
 
   def step(cache, tokens: Array, t: Array):
     logits, variables = model.apply(
-        {"params": params, "cache": cache}, encoded, row_inputs, tokens[:, None], decode=True,
-        mutable=["cache"], method=models.Transformer.decode)
+      {"params": params, "cache": cache},
+      encoded,
+      row_inputs,
+      tokens[:, None],
+      decode=True,
+      mutable=["cache"],
+      method=models.Transformer.decode,
+    )
     log_probs = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
-    at_limit = (t >= row_limits - 1)[:, None]                     # [rows, 1]
+    at_limit = (t >= row_limits - 1)[:, None]  # [rows, 1]
     impossible = (vocab == PAD)[None] | (at_limit & (vocab != EOS)[None])
     return variables["cache"], jnp.where(impossible, NEG, log_probs)
 
   return buffer_len, limits, cache, step
 
 
-def greedy_decode(model: models.Transformer, params, inputs, *, length_penalty: float = 0.6,
-                  max_extra_len: int = 50) -> tuple[Array, Array]:
+def greedy_decode(
+  model: models.Transformer, params, inputs, *, length_penalty: float = 0.6, max_extra_len: int = 50
+) -> tuple[Array, Array]:
   """Argmax decoding, the independent reference for beam size 1 (jitted, see `make_decode_fn`).
 
   Args:
@@ -155,8 +165,9 @@ def greedy_decode(model: models.Transformer, params, inputs, *, length_penalty: 
     float32 (log-probability / lp(length)); max_decode_len = min(source_len + max_extra_len,
     model.config.max_len).
   """
-  return make_decode_fn(model, method="greedy", length_penalty=length_penalty,
-                        max_extra_len=max_extra_len)(params, inputs)
+  return make_decode_fn(
+    model, method="greedy", length_penalty=length_penalty, max_extra_len=max_extra_len
+  )(params, inputs)
 
 
 def _greedy_decode(model, params, inputs, alpha, *, max_extra_len: int):
@@ -177,9 +188,14 @@ def _greedy_decode(model, params, inputs, alpha, *, max_extra_len: int):
     tokens = tokens.at[:, t].set(token)
     return t + 1, tokens, cache, token, log_prob, finished | (token == EOS)
 
-  state = (jnp.array(0, jnp.int32), jnp.zeros((batch, buffer_len), jnp.int32), cache,
-           jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.float32),
-           jnp.zeros((batch,), bool))
+  state = (
+    jnp.array(0, jnp.int32),
+    jnp.zeros((batch, buffer_len), jnp.int32),
+    cache,
+    jnp.zeros((batch,), jnp.int32),
+    jnp.zeros((batch,), jnp.float32),
+    jnp.zeros((batch,), bool),
+  )
   _, tokens, _, _, log_prob, _ = jax.lax.while_loop(cond, body, state)
   length = jnp.sum(tokens > 0, axis=1)
   return tokens, log_prob / length_penalty_factor(length, alpha)
@@ -191,16 +207,25 @@ def _gather_beams(cache, flat_index: Array, rows: int):
   Leaves with a leading batch*beam axis are gathered; scalars (cache indices, the decoder
   position) and the beam-invariant encoder projections are left alone.
   """
+
   def gather(path, leaf):
     name = getattr(path[-1], "key", None) if path else None
     if leaf.ndim == 0 or leaf.shape[0] != rows or name in _BEAM_INVARIANT:
       return leaf
     return jnp.take(leaf, flat_index, axis=0)
+
   return jax.tree_util.tree_map_with_path(gather, cache)
 
 
-def beam_search(model: models.Transformer, params, inputs, *, beam_size: int = 4,
-                length_penalty: float = 0.6, max_extra_len: int = 50) -> tuple[Array, Array]:
+def beam_search(
+  model: models.Transformer,
+  params,
+  inputs,
+  *,
+  beam_size: int = 4,
+  length_penalty: float = 0.6,
+  max_extra_len: int = 50,
+) -> tuple[Array, Array]:
   """Best hypothesis per sentence by beam search over the cache (see the module docstring).
 
   Runs the cached jitted function of `make_decode_fn` (one compilation per input shape; it may
@@ -217,23 +242,23 @@ def beam_search(model: models.Transformer, params, inputs, *, beam_size: int = 4
     tokens `[batch, max_decode_len]` int32, EOS-terminated and 0 after EOS, and scores `[batch]`
     float32 (log p / lp(length)); max_decode_len = min(source_len + max_extra_len, max_len).
   """
-  return make_decode_fn(model, beam_size=beam_size, length_penalty=length_penalty,
-                        max_extra_len=max_extra_len)(params, inputs)
+  return make_decode_fn(
+    model, beam_size=beam_size, length_penalty=length_penalty, max_extra_len=max_extra_len
+  )(params, inputs)
 
 
 def _beam_search(model, params, inputs, alpha, *, k: int, max_extra_len: int):
   inputs = jnp.asarray(inputs, jnp.int32)
   batch, vocab = inputs.shape[0], model.config.vocab_size
   buffer_len, limits, cache, step = _start(model, params, inputs, k, max_extra_len)
-  sentence = jnp.arange(batch)[:, None]                            # [batch, 1]
+  sentence = jnp.arange(batch)[:, None]  # [batch, 1]
 
   def done(state):
     """`[batch]` bool: sentences whose best finished score no alive beam can beat."""
     t, _, alive_logp, _, _, best_score = state
-    best_alive = alive_logp[:, 0]                                  # beams stay sorted
+    best_alive = alive_logp[:, 0]  # beams stay sorted
     # The next token sits at position t, giving length t + 1; lp is monotone in length.
-    top_lp = jnp.maximum(length_penalty_factor(t + 1, alpha),
-                         length_penalty_factor(limits, alpha))
+    top_lp = jnp.maximum(length_penalty_factor(t + 1, alpha), length_penalty_factor(limits, alpha))
     return (best_alive <= _REAL) | (best_score >= best_alive / top_lp)
 
   def cond(state):
@@ -241,18 +266,19 @@ def _beam_search(model, params, inputs, alpha, *, k: int, max_extra_len: int):
 
   def body(state):
     t, alive_seqs, alive_logp, cache, best_seqs, best_score = state
-    previous = jnp.where(t == 0, PAD, alive_seqs[:, :, jnp.maximum(t - 1, 0)])   # [batch, k]
+    previous = jnp.where(t == 0, PAD, alive_seqs[:, :, jnp.maximum(t - 1, 0)])  # [batch, k]
     cache, log_probs = step(cache, previous.reshape(-1), t)
     candidates = (alive_logp[:, :, None] + log_probs.reshape(batch, k, vocab)).reshape(
-        batch, k * vocab)
-    top_logp, top_index = jax.lax.top_k(candidates, 2 * k)       # [batch, 2k], sorted
+      batch, k * vocab
+    )
+    top_logp, top_index = jax.lax.top_k(candidates, 2 * k)  # [batch, 2k], sorted
     parent, token = top_index // vocab, top_index % vocab
     is_eos = token == EOS
 
     # Finished candidates: EOS extensions among the top k; keep the best one if it improves.
     finishing = is_eos & (jnp.arange(2 * k) < k)[None] & (top_logp > _REAL)
     finished_score = jnp.where(finishing, top_logp / length_penalty_factor(t + 1, alpha), NEG)
-    pick = jnp.argmax(finished_score, axis=1)                      # [batch]
+    pick = jnp.argmax(finished_score, axis=1)  # [batch]
     candidate_score = finished_score[sentence[:, 0], pick]
     candidate_seq = alive_seqs[sentence[:, 0], parent[sentence[:, 0], pick]].at[:, t].set(EOS)
     improved = candidate_score > best_score
@@ -260,7 +286,7 @@ def _beam_search(model, params, inputs, alpha, *, k: int, max_extra_len: int):
     best_score = jnp.where(improved, candidate_score, best_score)
 
     # Alive: the k best non-EOS extensions (impossible ones sink to NEG and stay there).
-    alive_logp, keep = jax.lax.top_k(jnp.where(is_eos, NEG, top_logp), k)   # [batch, k]
+    alive_logp, keep = jax.lax.top_k(jnp.where(is_eos, NEG, top_logp), k)  # [batch, k]
     alive_logp = jnp.maximum(alive_logp, NEG)
     new_parent = jnp.take_along_axis(parent, keep, axis=1)
     new_token = jnp.take_along_axis(token, keep, axis=1)
@@ -270,17 +296,27 @@ def _beam_search(model, params, inputs, alpha, *, k: int, max_extra_len: int):
 
   # Every beam starts as the empty hypothesis; only beam 0 is live so none is duplicated.
   alive_logp = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, NEG), (batch, 1)).astype(jnp.float32)
-  state = (jnp.array(0, jnp.int32), jnp.zeros((batch, k, buffer_len), jnp.int32),
-           alive_logp, cache, jnp.zeros((batch, buffer_len), jnp.int32),
-           jnp.full((batch,), NEG, jnp.float32))
+  state = (
+    jnp.array(0, jnp.int32),
+    jnp.zeros((batch, k, buffer_len), jnp.int32),
+    alive_logp,
+    cache,
+    jnp.zeros((batch, buffer_len), jnp.int32),
+    jnp.full((batch,), NEG, jnp.float32),
+  )
   _, _, _, _, best_seqs, best_score = jax.lax.while_loop(cond, body, state)
   # Every sentence has finished by its limit (EOS is forced there), so best_seqs is set.
   return best_seqs, best_score
 
 
-def make_decode_fn(model: models.Transformer, *, beam_size: int = 4,
-                   length_penalty: float = 0.6, max_extra_len: int = 50,
-                   method: str = "beam") -> Callable:
+def make_decode_fn(
+  model: models.Transformer,
+  *,
+  beam_size: int = 4,
+  length_penalty: float = 0.6,
+  max_extra_len: int = 50,
+  method: str = "beam",
+) -> Callable:
   """`fn(params, inputs) -> (tokens, scores)`, jitted: compiles once per input shape.
 
   `method="beam"` runs `beam_search` with `beam_size`; `method="greedy"` runs `greedy_decode`
@@ -310,9 +346,12 @@ def make_decode_fn(model: models.Transformer, *, beam_size: int = 4,
       inputs = truncate_sources(inputs, source_limit)
       shape = inputs.shape
     if shape[1] + max_extra_len > model.config.max_len:
-      warnings.warn(f"source_len + max_extra_len = {shape[1]} + {max_extra_len} exceeds "
-                    f"model.max_len={model.config.max_len}: outputs and length limits are "
-                    f"clipped to {model.config.max_len} tokens", stacklevel=2)
+      warnings.warn(
+        f"source_len + max_extra_len = {shape[1]} + {max_extra_len} exceeds "
+        f"model.max_len={model.config.max_len}: outputs and length limits are "
+        f"clipped to {model.config.max_len} tokens",
+        stacklevel=2,
+      )
     return compiled(params, inputs, alpha)
 
   return decode_fn
@@ -327,12 +366,16 @@ def _truncation_message(inputs, limit: int, max_len: int, max_extra_len: int) ->
     long_rows = np.flatnonzero(lengths > limit)
     if not len(long_rows):
       return ""
-    rows = (f" (rows {', '.join(f'{r} ({lengths[r]} tokens)' for r in long_rows[:10])}"
-            f"{', ...' if len(long_rows) > 10 else ''})")
-  return (f"source_len={np.shape(inputs)[1]} exceeds the {limit} source tokens that "
-          f"model.max_len={max_len} leaves beside max_extra_len={max_extra_len} output tokens: "
-          f"sources longer than {limit} tokens{rows} are cut to their first {limit - 1} tokens "
-          f"and EOS. Shorten the inputs, or lower max_extra_len, to translate them whole")
+    rows = (
+      f" (rows {', '.join(f'{r} ({lengths[r]} tokens)' for r in long_rows[:10])}"
+      f"{', ...' if len(long_rows) > 10 else ''})"
+    )
+  return (
+    f"source_len={np.shape(inputs)[1]} exceeds the {limit} source tokens that "
+    f"model.max_len={max_len} leaves beside max_extra_len={max_extra_len} output tokens: "
+    f"sources longer than {limit} tokens{rows} are cut to their first {limit - 1} tokens "
+    f"and EOS. Shorten the inputs, or lower max_extra_len, to translate them whole"
+  )
 
 
 @functools.lru_cache(maxsize=64)
@@ -340,5 +383,4 @@ def _compiled(model, beam_size: int, max_extra_len: int, method: str):
   """jit(fn(params, inputs, alpha)) for `make_decode_fn`."""
   if method == "greedy":
     return jax.jit(functools.partial(_greedy_decode, model, max_extra_len=max_extra_len))
-  return jax.jit(functools.partial(_beam_search, model, k=beam_size,
-                                   max_extra_len=max_extra_len))
+  return jax.jit(functools.partial(_beam_search, model, k=beam_size, max_extra_len=max_extra_len))

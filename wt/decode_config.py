@@ -21,6 +21,7 @@ class DecodeConfig(checks.Section, section="decode"):
     max_extra_len: output tokens beyond the input's length (clipped to the model's max_len).
     average_last: parameters averaged over the last n checkpoints (Vaswani: 5 base, 20 big).
   """
+
   beam_size: int = 4
   length_penalty: float = 0.6
   max_extra_len: int = 50

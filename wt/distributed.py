@@ -53,8 +53,7 @@ import jax
 from absl import logging
 
 ENV_ADDRESS, ENV_COUNT, ENV_ID = "WT_COORDINATOR_ADDRESS", "WT_NUM_PROCESSES", "WT_PROCESS_ID"
-_SLURM = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
-          "SLURM_LOCALID")
+_SLURM = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +64,7 @@ class Cluster:
   says, or None where JAX asks the cluster (a metadata server, the Kubernetes API).
   evidence: the environment variables it was recognised by, for the log line.
   """
+
   name: str
   num_processes: Optional[int]
   process_id: Optional[int]
@@ -84,8 +84,9 @@ def _evidence(environ: Mapping[str, str], names) -> str:
   return ", ".join(f"{name}={environ[name]}" for name in names if name in environ)
 
 
-def detect_cluster(environ: Optional[Mapping[str, str]] = None, *,
-                   on_cloud_tpu_vm: Optional[bool] = None) -> Optional[Cluster]:
+def detect_cluster(
+  environ: Optional[Mapping[str, str]] = None, *, on_cloud_tpu_vm: Optional[bool] = None
+) -> Optional[Cluster]:
   """The managed cluster `environ` (default os.environ) describes, or None: see the module
   docstring. `on_cloud_tpu_vm` defaults to what JAX found when it was imported."""
   env = os.environ if environ is None else environ
@@ -94,30 +95,43 @@ def detect_cluster(environ: Optional[Mapping[str, str]] = None, *,
     names = ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")
     return Cluster("ompi", int(env[names[0]]), int(env[names[1]]), _evidence(env, names))
   if all(name in env for name in _SLURM):
-    return Cluster("slurm", int(env["SLURM_NTASKS"]), int(env["SLURM_PROCID"]),
-                   _evidence(env, _SLURM))
+    return Cluster(
+      "slurm", int(env["SLURM_NTASKS"]), int(env["SLURM_PROCID"]), _evidence(env, _SLURM)
+    )
   hosts = env.get("TPU_PROCESS_ADDRESSES", env.get("TPU_WORKER_HOSTNAMES"))
   if on_tpu and hosts is not None:
     per_slice = len(hosts.split(","))
-    slices, slice_id = int(env.get("MEGASCALE_NUM_SLICES") or 1), int(
-        env.get("MEGASCALE_SLICE_ID") or 0)
-    return Cluster("gketpu", per_slice * slices,
-                   int(env.get("TPU_WORKER_ID", 0)) + slice_id * per_slice,
-                   _evidence(env, ("TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES",
-                                   "TPU_WORKER_ID", "MEGASCALE_NUM_SLICES")))
+    slices, slice_id = (
+      int(env.get("MEGASCALE_NUM_SLICES") or 1),
+      int(env.get("MEGASCALE_SLICE_ID") or 0),
+    )
+    return Cluster(
+      "gketpu",
+      per_slice * slices,
+      int(env.get("TPU_WORKER_ID", 0)) + slice_id * per_slice,
+      _evidence(
+        env,
+        ("TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES", "TPU_WORKER_ID", "MEGASCALE_NUM_SLICES"),
+      ),
+    )
   if on_tpu and "TPU_SKIP_MDS_QUERY" not in env:
     return Cluster("gcetpu", None, None, "a Cloud TPU VM (count and id from its metadata)")
   if "KUBERNETES_SERVICE_HOST" in env and "JOB_COMPLETION_INDEX" in env:
-    return Cluster("k8s", None, int(env["JOB_COMPLETION_INDEX"]),
-                   _evidence(env, ("JOB_COMPLETION_INDEX", "HOSTNAME")) +
-                   " (count and coordinator from the Kubernetes API)")
+    return Cluster(
+      "k8s",
+      None,
+      int(env["JOB_COMPLETION_INDEX"]),
+      _evidence(env, ("JOB_COMPLETION_INDEX", "HOSTNAME"))
+      + " (count and coordinator from the Kubernetes API)",
+    )
   return None
 
 
 def _use_gloo_on_cpu() -> None:
   """CPU collectives across processes need gloo (set before the backend starts; harmless on
   accelerators, where it only concerns CPU arrays)."""
-  if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
+  platforms = jax.config.jax_platforms  # type: ignore[attr-defined]
+  if platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
@@ -125,16 +139,25 @@ def _warn_idle_gpus(environ: Mapping[str, str]) -> None:
   """Under SLURM, JAX gives each task the one GPU of its SLURM_LOCALID: with fewer tasks than
   GPUs on a node the others stay idle."""
   gpus = environ.get("SLURM_GPUS_ON_NODE", "")
-  tasks = re.match(r"\d+", environ.get("SLURM_STEP_TASKS_PER_NODE",
-                                       environ.get("SLURM_TASKS_PER_NODE", "")))
-  if ("JAX_LOCAL_DEVICE_IDS" not in environ and gpus.isdigit() and tasks
-      and int(tasks.group()) < int(gpus)):
+  tasks = re.match(
+    r"\d+", environ.get("SLURM_STEP_TASKS_PER_NODE", environ.get("SLURM_TASKS_PER_NODE", ""))
+  )
+  if (
+    "JAX_LOCAL_DEVICE_IDS" not in environ
+    and gpus.isdigit()
+    and tasks
+    and int(tasks.group()) < int(gpus)
+  ):
     logging.warning(
-        "SLURM gives this node %s GPUs and %s task(s); JAX gives each task only the GPU of its "
-        "SLURM_LOCALID, so %d GPU(s) stay idle. Start one task per GPU (srun "
-        "--ntasks-per-node=%s), or set JAX_LOCAL_DEVICE_IDS=%s for one task per node",
-        gpus, tasks.group(), int(gpus) - int(tasks.group()), gpus,
-        ",".join(map(str, range(int(gpus)))))
+      "SLURM gives this node %s GPUs and %s task(s); JAX gives each task only the GPU of its "
+      "SLURM_LOCALID, so %d GPU(s) stay idle. Start one task per GPU (srun "
+      "--ntasks-per-node=%s), or set JAX_LOCAL_DEVICE_IDS=%s for one task per node",
+      gpus,
+      tasks.group(),
+      int(gpus) - int(tasks.group()),
+      gpus,
+      ",".join(map(str, range(int(gpus)))),
+    )
 
 
 def _setting(value, unset, env_name: str, cast=str):
@@ -158,35 +181,53 @@ def initialize(dist: Optional[Mapping[str, Any]] = None) -> str:
     count = _setting(dist.get("num_processes"), -1, ENV_COUNT, int)
     process_id = _setting(dist.get("process_id"), -1, ENV_ID, int)
     if count is None or process_id is None:
-      raise ValueError(f"a distributed run with coordinator {address} needs the process count "
-                       f"and this process's id: set config.distributed.num_processes and "
-                       f"process_id (or {ENV_COUNT} and {ENV_ID}), or leave the coordinator "
-                       f"out on a cluster that JAX detects (SLURM, Cloud TPU, Kubernetes)")
+      raise ValueError(
+        f"a distributed run with coordinator {address} needs the process count "
+        f"and this process's id: set config.distributed.num_processes and "
+        f"process_id (or {ENV_COUNT} and {ENV_ID}), or leave the coordinator "
+        f"out on a cluster that JAX detects (SLURM, Cloud TPU, Kubernetes)"
+      )
     _use_gloo_on_cpu()
-    logging.info("joining distributed run: coordinator %s, process %d of %d (explicit)",
-                 address, process_id, count)
+    logging.info(
+      "joining distributed run: coordinator %s, process %d of %d (explicit)",
+      address,
+      process_id,
+      count,
+    )
     jax.distributed.initialize(address, count, process_id)
     return "explicit"
   cluster = detect_cluster() if dist.get("auto", True) else None
   if cluster is None:
-    logging.info("single process (no coordinator given%s)",
-                 "" if dist.get("auto", True) else ", distributed.auto=False")
+    logging.info(
+      "single process (no coordinator given%s)",
+      "" if dist.get("auto", True) else ", distributed.auto=False",
+    )
     return "single"
   if cluster.num_processes == 1:
-    logging.info("detected a %s job of one process (%s): single process", cluster.name,
-                 cluster.evidence)
+    logging.info(
+      "detected a %s job of one process (%s): single process", cluster.name, cluster.evidence
+    )
     return "single"
   if cluster.name == "k8s":
     _require_kubernetes_client(cluster)
   if cluster.name == "slurm":
     _warn_idle_gpus(os.environ)
   _use_gloo_on_cpu()
-  logging.info("detected a %s cluster (%s): jax.distributed.initialize() takes the "
-               "coordinator, process count and id from it", cluster.name, cluster.evidence)
+  logging.info(
+    "detected a %s cluster (%s): jax.distributed.initialize() takes the "
+    "coordinator, process count and id from it",
+    cluster.name,
+    cluster.evidence,
+  )
   jax.distributed.initialize(cluster_detection_method=cluster.name)
-  logging.info("joined the %s run: process %d of %d, %d local devices of %d", cluster.name,
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count())
+  logging.info(
+    "joined the %s run: process %d of %d, %d local devices of %d",
+    cluster.name,
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
   return cluster.name
 
 
@@ -195,11 +236,12 @@ def _require_kubernetes_client(cluster: Cluster) -> None:
     import kubernetes  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     raise RuntimeError(
-        f"a Kubernetes indexed Job was detected ({cluster.evidence}) but the `kubernetes` "
-        f"package, which JAX needs to find the other pods, is not installed: pip install "
-        f"kubernetes (or jax[k8s]); or give the coordinator explicitly ({ENV_ADDRESS}="
-        f"<job>-0.<service>:1234, {ENV_COUNT}, {ENV_ID}=$JOB_COMPLETION_INDEX); or "
-        f"--config.distributed.auto=false for a single process") from None
+      f"a Kubernetes indexed Job was detected ({cluster.evidence}) but the `kubernetes` "
+      f"package, which JAX needs to find the other pods, is not installed: pip install "
+      f"kubernetes (or jax[k8s]); or give the coordinator explicitly ({ENV_ADDRESS}="
+      f"<job>-0.<service>:1234, {ENV_COUNT}, {ENV_ID}=$JOB_COMPLETION_INDEX); or "
+      f"--config.distributed.auto=false for a single process"
+    ) from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -230,9 +272,16 @@ def _is_rocm() -> bool:
     return False
 
 
-def attention_path(config, head_dim: int, *, backend: Optional[str] = None,
-                   q_len: int = 0, kv_len: int = 0, training: bool = False,
-                   decode: bool = False) -> tuple[Optional[str], str]:
+def attention_path(
+  config,
+  head_dim: int,
+  *,
+  backend: Optional[str] = None,
+  q_len: int = 0,
+  kv_len: int = 0,
+  training: bool = False,
+  decode: bool = False,
+) -> tuple[Optional[str], str]:
   """(the implementation a sublayer passes to kernels.dot_product_attention, why).
 
   An explicit model.attention_implementation is kept. "auto" takes cuDNN's fused attention on
@@ -250,8 +299,9 @@ def attention_path(config, head_dim: int, *, backend: Optional[str] = None,
   if dtype not in ("bfloat16", "float16"):
     return "xla", f"cuDNN fused attention needs bfloat16/float16, compute is {dtype}"
   if head_dim % 8 or head_dim > 128:
-    return "xla", (f"cuDNN fused attention needs a head dim <= 128 and a multiple of 8, not "
-                   f"{head_dim}")
+    return "xla", (
+      f"cuDNN fused attention needs a head dim <= 128 and a multiple of 8, not {head_dim}"
+    )
   if _is_rocm():
     return "xla", "a ROCm GPU (no cuDNN)"
   capability = getattr(jax.devices()[0], "compute_capability", None)
@@ -269,14 +319,19 @@ def _log_fallback(reason: str) -> None:
   logging.info("model.attention_implementation='auto' takes XLA attention here: %s", reason)
 
 
-def sublayer_implementation(config, head_dim: int, *, q_len: int, kv_len: int,
-                            training: bool, decode: bool) -> Optional[str]:
+def sublayer_implementation(
+  config, head_dim: int, *, q_len: int, kv_len: int, training: bool, decode: bool
+) -> Optional[str]:
   """`attention_path`'s implementation for one attention call of the model (traced once per
   shape); where "auto" falls back from cuDNN on a GPU, one log line per reason says why."""
-  implementation, reason = attention_path(config, head_dim, q_len=q_len, kv_len=kv_len,
-                                          training=training, decode=decode)
-  if config.attention_implementation == "auto" and implementation == "xla" and (
-      "backend" not in reason):
+  implementation, reason = attention_path(
+    config, head_dim, q_len=q_len, kv_len=kv_len, training=training, decode=decode
+  )
+  if (
+    config.attention_implementation == "auto"
+    and implementation == "xla"
+    and ("backend" not in reason)
+  ):
     _log_fallback(reason)
   return implementation
 
@@ -287,23 +342,31 @@ def backend_defaults(config, backend: Optional[str] = None) -> dict[str, Any]:
   entry is the path of training and full-sequence evaluation (incremental decoding always
   takes XLA)."""
   from wt import models  # pylint: disable=g-import-not-at-top
+
   backend = backend or jax.default_backend()
   model = config.model
   dtype = resolve_dtype(model.dtype, backend)
   model_config = models.ModelConfig.from_mapping(dict(model.to_dict(), dtype=dtype))
-  paths = {head_dim: attention_path(model_config, head_dim, backend=backend)
-           for head_dim in head_dims(model_config)}
+  paths = {
+    head_dim: attention_path(model_config, head_dim, backend=backend)
+    for head_dim in head_dims(model_config)
+  }
   if len({path for path, _ in paths.values()}) == 1:
     attention, reason = next(iter(paths.values()))
-  else:   # a weighted model whose branches and heads differ in size
+  else:  # a weighted model whose branches and heads differ in size
     attention = "mixed"
     reason = "; ".join(f"head dim {d}: {path} ({why})" for d, (path, why) in paths.items())
   tokens = config.data.tokens_per_batch
   per_device = config.data.get("tokens_per_device", 0)
   if per_device:
     tokens = per_device * jax.device_count()
-  return {"backend": backend, "dtype": dtype, "attention": attention,
-          "attention_reason": reason, "tokens_per_batch": tokens}
+  return {
+    "backend": backend,
+    "dtype": dtype,
+    "attention": attention,
+    "attention_reason": reason,
+    "tokens_per_batch": tokens,
+  }
 
 
 def apply_backend_defaults(config) -> dict[str, Any]:
@@ -312,9 +375,14 @@ def apply_backend_defaults(config) -> dict[str, Any]:
   chosen = backend_defaults(config)
   config.model.dtype = chosen["dtype"]
   config.data.tokens_per_batch = chosen["tokens_per_batch"]
-  logging.info("backend %s, %d device(s): compute %s (parameters and optimizer state "
-               "float32); attention %s (%s); %d token slots per side in a global batch",
-               chosen["backend"], jax.device_count(), chosen["dtype"],
-               chosen["attention"] or "xla", chosen["attention_reason"],
-               chosen["tokens_per_batch"])
+  logging.info(
+    "backend %s, %d device(s): compute %s (parameters and optimizer state "
+    "float32); attention %s (%s); %d token slots per side in a global batch",
+    chosen["backend"],
+    jax.device_count(),
+    chosen["dtype"],
+    chosen["attention"] or "xla",
+    chosen["attention_reason"],
+    chosen["tokens_per_batch"],
+  )
   return chosen

@@ -29,38 +29,56 @@ from wt.data import batching
 
 @dataclasses.dataclass
 class TrainedModel:
-  config: Any        # the run's ml_collections config
-  data: Any          # wt.data.TranslationData (tokenizer, splits)
+  config: Any  # the run's ml_collections config
+  data: Any  # wt.data.TranslationData (tokenizer, splits)
   model: models.Transformer
   params: Any
 
 
-def load_trained(workdir: str, *, average_last: Optional[int] = None,
-                 **model_changes) -> TrainedModel:
+def load_trained(
+  workdir: str, *, average_last: Optional[int] = None, **model_changes
+) -> TrainedModel:
   """Loads a run for evaluation: parameters averaged over the last `average_last` checkpoints
   (default: the run's decode.average_last); `model_changes` set ModelConfig fields at test
   time (e.g. test_branch_weights="uniform")."""
   from wt import data as data_lib  # pylint: disable=g-import-not-at-top
+
   config = train.load_run_config(workdir)
   if average_last is None:
     average_last = config.decode.average_last
   # Each process of a multi-process run holds its rows of every evaluation batch.
-  data = data_lib.load_translation_data(config.data, process_index=jax.process_index(),
-                                        process_count=jax.process_count())
+  data = data_lib.load_translation_data(
+    config.data, process_index=jax.process_index(), process_count=jax.process_count()
+  )
   model_config = train.model_config_from(config, data.tokenizer.vocab_size)
   params = train.restore_params(workdir, average_last)
-  return TrainedModel(config, data, models.Transformer(model_config.replace(**model_changes)),
-                      params)
+  return TrainedModel(
+    config, data, models.Transformer(model_config.replace(**model_changes)), params
+  )
 
 
-def translate_batches(model: models.Transformer, params: Any, batches: list[dict], tokenizer,
-                      num_sentences: int, *, beam_size: int, length_penalty: float,
-                      max_extra_len: int) -> tuple[list[str], dict]:
+def translate_batches(
+  model: models.Transformer,
+  params: Any,
+  batches: list[dict],
+  tokenizer,
+  num_sentences: int,
+  *,
+  beam_size: int,
+  length_penalty: float,
+  max_extra_len: int,
+) -> tuple[list[str], dict]:
   """Translations in index order, and timing: (sentences, compile_seconds, seconds, speed)."""
   method = "greedy" if beam_size == 1 else "beam"
-  decode_fn = jax.jit(decode.make_decode_fn(model, beam_size=beam_size,
-                                            length_penalty=length_penalty,
-                                            max_extra_len=max_extra_len, method=method))
+  decode_fn = jax.jit(
+    decode.make_decode_fn(
+      model,
+      beam_size=beam_size,
+      length_penalty=length_penalty,
+      max_extra_len=max_extra_len,
+      method=method,
+    )
+  )
   start = time.perf_counter()
   compiled = {}
   for batch in batches:
@@ -70,10 +88,11 @@ def translate_batches(model: models.Transformer, params: Any, batches: list[dict
   compile_seconds = time.perf_counter() - start
 
   start = time.perf_counter()
-  outputs = [(batch["index"], compiled[batch["inputs"].shape](params, batch["inputs"])[0])
-             for batch in batches]
-  index, tokens = gather_rows([(np.asarray(i), np.asarray(jax.device_get(t)))
-                               for i, t in outputs])
+  outputs = [
+    (batch["index"], compiled[batch["inputs"].shape](params, batch["inputs"])[0])
+    for batch in batches
+  ]
+  index, tokens = gather_rows([(np.asarray(i), np.asarray(jax.device_get(t))) for i, t in outputs])
   translations: list[Any] = [None] * num_sentences
   for example, row in zip(index, tokens):
     if example >= 0:
@@ -81,12 +100,18 @@ def translate_batches(model: models.Transformer, params: Any, batches: list[dict
   seconds = time.perf_counter() - start
   missing = [i for i, t in enumerate(translations) if t is None]
   if missing:
-    raise RuntimeError(f"{len(missing)} examples were not decoded (first: {missing[:5]}); the "
-                       f"evaluation batches must cover every example once")
-  timing = {"sentences": num_sentences, "compile_seconds": compile_seconds,
-            "seconds": seconds, "sentences_per_second": num_sentences / max(seconds, 1e-9),
-            "beam_size": beam_size,
-            "batch_sentences": int(batches[0]["inputs"].shape[0]) * jax.process_count()}
+    raise RuntimeError(
+      f"{len(missing)} examples were not decoded (first: {missing[:5]}); the "
+      f"evaluation batches must cover every example once"
+    )
+  timing = {
+    "sentences": num_sentences,
+    "compile_seconds": compile_seconds,
+    "seconds": seconds,
+    "sentences_per_second": num_sentences / max(seconds, 1e-9),
+    "beam_size": beam_size,
+    "batch_sentences": int(batches[0]["inputs"].shape[0]) * jax.process_count(),
+  }
   return translations, timing
 
 
@@ -100,21 +125,24 @@ def gather_rows(outputs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
   tokens = np.zeros((len(index), width), np.int32)
   row = 0
   for rows, batch_tokens in outputs:
-    tokens[row:row + len(rows), :batch_tokens.shape[1]] = batch_tokens
+    tokens[row : row + len(rows), : batch_tokens.shape[1]] = batch_tokens
     row += len(rows)
   if jax.process_count() == 1:
     return index, tokens
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  rows, width = np.max(multihost_utils.process_allgather(
-      np.array([len(index), width], np.int32)), axis=0)
+
+  rows, width = np.max(
+    multihost_utils.process_allgather(np.array([len(index), width], np.int32)), axis=0
+  )
   index = np.pad(index, (0, rows - len(index)), constant_values=-1)
   tokens = np.pad(tokens, ((0, rows - tokens.shape[0]), (0, width - tokens.shape[1])))
-  return (np.asarray(multihost_utils.process_allgather(index)).reshape(-1),
-          np.asarray(multihost_utils.process_allgather(tokens)).reshape(-1, width))
+  return (
+    np.asarray(multihost_utils.process_allgather(index)).reshape(-1),
+    np.asarray(multihost_utils.process_allgather(tokens)).reshape(-1, width),
+  )
 
 
-def evaluate_split(model: models.Transformer, params: Any, data, split: str,
-                   decode_config) -> dict:
+def evaluate_split(model: models.Transformer, params: Any, data, split: str, decode_config) -> dict:
   """BLEU, chrF (with sacreBLEU signatures), decoding speed and the translations of a split.
 
   `data` is a `wt.data.TranslationData`; `decode_config` has beam_size, length_penalty and
@@ -122,20 +150,38 @@ def evaluate_split(model: models.Transformer, params: Any, data, split: str,
   """
   sources, references = data.raw_split(split)
   translations, timing = translate_batches(
-      model, params, list(data.eval_batches(split)), data.tokenizer, len(references),
-      beam_size=decode_config.beam_size, length_penalty=decode_config.length_penalty,
-      max_extra_len=decode_config.max_extra_len)
+    model,
+    params,
+    list(data.eval_batches(split)),
+    data.tokenizer,
+    len(references),
+    beam_size=decode_config.beam_size,
+    length_penalty=decode_config.length_penalty,
+    max_extra_len=decode_config.max_extra_len,
+  )
   scores = metrics.bleu(translations, references)
-  logging.info("%s: BLEU %.2f (%s), chrF %.2f; %.1f sentences/s (beam %d)", split,
-               scores["bleu"], scores["bleu_signature"], scores["chrf"],
-               timing["sentences_per_second"], decode_config.beam_size)
-  return {**scores, **timing, "split": split, "translations": translations,
-          "sources": sources}
+  logging.info(
+    "%s: BLEU %.2f (%s), chrF %.2f; %.1f sentences/s (beam %d)",
+    split,
+    scores["bleu"],
+    scores["bleu_signature"],
+    scores["chrf"],
+    timing["sentences_per_second"],
+    decode_config.beam_size,
+  )
+  return {**scores, **timing, "split": split, "translations": translations, "sources": sources}
 
 
-def translate_sentences(model: models.Transformer, params: Any, tokenizer,
-                        sentences: Sequence[str], *, batch_size: int = 64,
-                        length_quantum: int = 8, **decode_options) -> tuple[list[str], dict]:
+def translate_sentences(
+  model: models.Transformer,
+  params: Any,
+  tokenizer,
+  sentences: Sequence[str],
+  *,
+  batch_size: int = 64,
+  length_quantum: int = 8,
+  **decode_options,
+) -> tuple[list[str], dict]:
   """Translations of raw sentences (any order of lengths), and the decoding timing.
 
   Sentences are sorted by length and padded to a multiple of `length_quantum` tokens, so a
@@ -149,37 +195,49 @@ def translate_sentences(model: models.Transformer, params: Any, tokenizer,
   indices = [i for i, sentence in enumerate(sentences) if sentence.strip()]
   translations = [""] * len(sentences)
   if not indices:
-    return translations, {"sentences": 0, "compile_seconds": 0.0, "seconds": 0.0,
-                          "sentences_per_second": 0.0, "beam_size": decode_options["beam_size"],
-                          "batch_sentences": batch_size}
+    return translations, {
+      "sentences": 0,
+      "compile_seconds": 0.0,
+      "seconds": 0.0,
+      "sentences_per_second": 0.0,
+      "beam_size": decode_options["beam_size"],
+      "batch_sentences": batch_size,
+    }
   encoded = tokenizer.encode_batch([sentences[i] for i in indices])
   limit = decode.max_source_len(model.config.max_len, decode_options["max_extra_len"])
   for j, ids in enumerate(encoded):
     if len(ids) > limit:
       logging.warning(
-          "line %d: %d tokens (%d characters), more than the %d source tokens that "
-          "model.max_len=%d leaves beside max_extra_len=%d for the translation; only its first "
-          "%d tokens are translated. Split the line to translate all of it", indices[j] + 1,
-          len(ids), len(sentences[indices[j]]), limit, model.config.max_len,
-          decode_options["max_extra_len"], limit - 1)
-      encoded[j] = ids[:limit - 1] + [tokenizer.eos_id]
+        "line %d: %d tokens (%d characters), more than the %d source tokens that "
+        "model.max_len=%d leaves beside max_extra_len=%d for the translation; only its first "
+        "%d tokens are translated. Split the line to translate all of it",
+        indices[j] + 1,
+        len(ids),
+        len(sentences[indices[j]]),
+        limit,
+        model.config.max_len,
+        decode_options["max_extra_len"],
+        limit - 1,
+      )
+      encoded[j] = ids[: limit - 1] + [tokenizer.eos_id]
   order = np.argsort([len(ids) for ids in encoded], kind="stable")
   # Several processes: each decodes its rows of every batch (translate_batches gathers them).
   batch_size = -(-batch_size // jax.process_count()) * jax.process_count()
   local = batching.process_rows(batch_size, jax.process_index(), jax.process_count())
   batches = []
   for start in range(0, len(order), batch_size):
-    chosen = order[start:start + batch_size]
+    chosen = order[start : start + batch_size]
     width = -(-max(len(encoded[i]) for i in chosen) // length_quantum) * length_quantum
-    width = min(width, limit)   # padding past the limit would only be cut off again
+    width = min(width, limit)  # padding past the limit would only be cut off again
     inputs = np.zeros((batch_size, width), np.int32)
     index = np.full((batch_size,), -1, np.int64)
     for row, example in enumerate(chosen):
-      inputs[row, :len(encoded[example])] = encoded[example]
+      inputs[row, : len(encoded[example])] = encoded[example]
       index[row] = example
     batches.append({"inputs": inputs[local], "index": index[local]})
-  decoded, timing = translate_batches(model, params, batches, tokenizer, len(encoded),
-                                      **decode_options)
+  decoded, timing = translate_batches(
+    model, params, batches, tokenizer, len(encoded), **decode_options
+  )
   for i, translation in zip(indices, decoded):
     translations[i] = translation
   return translations, timing

@@ -28,17 +28,20 @@ from wt.models import ModelConfig
 COMPONENTS = ("projections", "attention", "ffn", "logits")
 
 
-def _attention_sublayer(q_tokens: int, kv_tokens: int, pairs: int, d_model: int,
-                        out_projection: bool = True) -> dict[str, float]:
+def _attention_sublayer(
+  q_tokens: int, kv_tokens: int, pairs: int, d_model: int, out_projection: bool = True
+) -> dict[str, float]:
   """Multi-head attention of `q_tokens` queries over `kv_tokens` keys; `pairs` = sum over
   sentences of q_len * kv_len. Heads split d_model, so the head count does not matter."""
-  projections = 2 * d_model * d_model * (q_tokens + 2 * kv_tokens
-                                         + (q_tokens if out_projection else 0))
+  projections = (
+    2 * d_model * d_model * (q_tokens + 2 * kv_tokens + (q_tokens if out_projection else 0))
+  )
   return {"projections": projections, "attention": 2 * 2 * pairs * d_model}
 
 
-def _branched_sublayer(config: ModelConfig, q_tokens: int, kv_tokens: int,
-                       pairs: int) -> dict[str, float]:
+def _branched_sublayer(
+  config: ModelConfig, q_tokens: int, kv_tokens: int, pairs: int
+) -> dict[str, float]:
   """Branched attention: M one-head branches, each with W^{O_i} and its own FFN.
 
   With `config.fold_branch_output` the product kappa_i W^{O_i} W1_i `[d/M, F]` is formed once
@@ -47,12 +50,12 @@ def _branched_sublayer(config: ModelConfig, q_tokens: int, kv_tokens: int,
   d, branches = config.d_model, config.num_branches
   hidden = config.d_ff // branches if config.branch_ffn == "split" else config.d_ff
   flops = _attention_sublayer(q_tokens, kv_tokens, pairs, d, out_projection=False)
-  output = 2 * q_tokens * branches * hidden * d               # h_i (alpha_i W2_i), summed
+  output = 2 * q_tokens * branches * hidden * d  # h_i (alpha_i W2_i), summed
   if config.fold_branch_output:
-    flops["projections"] += 2 * d * d * hidden                # kappa_i W^{O_i} W1_i
-    flops["ffn"] = 2 * q_tokens * d * hidden + output         # head_i [d/M] -> hidden
+    flops["projections"] += 2 * d * d * hidden  # kappa_i W^{O_i} W1_i
+    flops["ffn"] = 2 * q_tokens * d * hidden + output  # head_i [d/M] -> hidden
   else:
-    flops["projections"] += 2 * q_tokens * d * d              # head_i W^{O_i}
+    flops["projections"] += 2 * q_tokens * d * d  # head_i W^{O_i}
     flops["ffn"] = 2 * q_tokens * branches * d * hidden + output
   return flops
 
@@ -62,8 +65,9 @@ def _add(total: dict[str, float], part: dict[str, float]) -> None:
     total[key] += value
 
 
-def forward_flops(config: ModelConfig, batch: int, source_len: int,
-                  target_len: int) -> dict[str, float]:
+def forward_flops(
+  config: ModelConfig, batch: int, source_len: int, target_len: int
+) -> dict[str, float]:
   """Matmul FLOPs of one forward pass over `[batch, source_len]` -> `[batch, target_len]`,
   by component (see the module docstring)."""
   d = config.d_model
@@ -72,9 +76,9 @@ def forward_flops(config: ModelConfig, batch: int, source_len: int,
   total = dict.fromkeys(COMPONENTS, 0.0)
   for _ in range(config.num_layers):
     if config.weighted:
-      _add(total, _branched_sublayer(config, src, src, batch * source_len ** 2))
+      _add(total, _branched_sublayer(config, src, src, batch * source_len**2))
     else:
-      _add(total, _attention_sublayer(src, src, batch * source_len ** 2, d))
+      _add(total, _attention_sublayer(src, src, batch * source_len**2, d))
       total["ffn"] += ffn_per_token * src
     branched = config.branched_sublayers()
     for name, kv_tokens, kv_len in (("self", tgt, target_len), ("cross", src, source_len)):
@@ -89,8 +93,7 @@ def forward_flops(config: ModelConfig, batch: int, source_len: int,
   return total
 
 
-def train_step_flops(config: ModelConfig, batch: int, source_len: int,
-                     target_len: int) -> float:
+def train_step_flops(config: ModelConfig, batch: int, source_len: int, target_len: int) -> float:
   """Matmul FLOPs of one training step: 3 x the forward pass (forward + backward)."""
   return 3.0 * sum(forward_flops(config, batch, source_len, target_len).values())
 
@@ -109,11 +112,11 @@ def compiled_flops(compiled: Any) -> float:
 
 # Dense bfloat16 peak FLOP/s of one accelerator (vendor data sheets, no sparsity).
 PEAK_FLOPS = {
-    "A100": 312e12,       # A100 SXM4: 312 TFLOP/s bf16 tensor cores
-    "H100": 989e12,       # H100 SXM5: 989 TFLOP/s bf16 (1979 is with 2:4 sparsity)
-    "TPU v4": 275e12,     # one v4 chip (two TensorCores)
-    "TPU v5e": 197e12,    # one v5e chip
-    "P100": 9.3e12,       # P100 SXM2 float32 (Vaswani et al.'s GPUs; they trained in float32)
+  "A100": 312e12,  # A100 SXM4: 312 TFLOP/s bf16 tensor cores
+  "H100": 989e12,  # H100 SXM5: 989 TFLOP/s bf16 (1979 is with 2:4 sparsity)
+  "TPU v4": 275e12,  # one v4 chip (two TensorCores)
+  "TPU v5e": 197e12,  # one v5e chip
+  "P100": 9.3e12,  # P100 SXM2 float32 (Vaswani et al.'s GPUs; they trained in float32)
 }
 
 
@@ -123,8 +126,9 @@ def batch_shape(tokens_per_batch: int, length: int) -> tuple[int, int, int]:
   return max(tokens_per_batch // length, 1), length, length
 
 
-def run_seconds(step_flops: float, steps: int, devices: int, peak_flops: float,
-                mfu: float) -> float:
+def run_seconds(
+  step_flops: float, steps: int, devices: int, peak_flops: float, mfu: float
+) -> float:
   """Seconds of `steps` training steps of `step_flops` each, on `devices` accelerators of
   `peak_flops` at model FLOPs utilisation `mfu` (data parallelism: the step's FLOPs split
   evenly, communication hidden or counted in the MFU)."""

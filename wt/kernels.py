@@ -101,14 +101,19 @@ def bernoulli_mask(rng: Array, keep_prob: float, shape) -> Array:
   """
   shape = tuple(shape)
   typed = jnp.issubdtype(rng.dtype, jax.dtypes.prng_key)
-  impl = str(jax.random.key_impl(rng)) if typed else jax.config.jax_default_prng_impl
-  if ("threefry" not in impl or not jax.config.jax_threefry_partitionable
-      or math.prod(shape) >= 2 ** 32 or rng.shape != ((2,) if not typed else ())):
+  impl = str(jax.random.key_impl(rng)) if typed else jax.config.jax_default_prng_impl  # type: ignore[attr-defined]
+  if (
+    "threefry" not in impl
+    or not jax.config.jax_threefry_partitionable  # type: ignore[attr-defined]
+    or math.prod(shape) >= 2**32
+    or rng.shape != ((2,) if not typed else ())
+  ):
     return jax.random.bernoulli(rng, keep_prob, shape)
   key = jax.random.key_data(rng) if typed else rng
-  bits0, bits1 = _threefry2x32(key[0], key[1], jnp.zeros(shape, jnp.uint32),
-                               _row_major_index(shape))
-  threshold = math.ceil(float(np.float32(keep_prob)) * 2 ** 23)
+  bits0, bits1 = _threefry2x32(
+    key[0], key[1], jnp.zeros(shape, jnp.uint32), _row_major_index(shape)
+  )
+  threshold = math.ceil(float(np.float32(keep_prob)) * 2**23)
   return ((bits0 ^ bits1) >> np.uint32(9)) < np.uint32(threshold)
 
 
@@ -169,8 +174,14 @@ def default_scale(depth: int) -> float:
   return 1.0 / math.sqrt(depth)
 
 
-def attention_weights(query: Array, key: Array, mask: Optional[Array] = None,
-                      bias: Optional[Array] = None, *, scale: Optional[float] = None) -> Array:
+def attention_weights(
+  query: Array,
+  key: Array,
+  mask: Optional[Array] = None,
+  bias: Optional[Array] = None,
+  *,
+  scale: Optional[float] = None,
+) -> Array:
   """Softmax attention weights `[batch, heads, q_len, kv_len]`, for inspection and plots.
 
   Args:
@@ -192,9 +203,17 @@ def attention_weights(query: Array, key: Array, mask: Optional[Array] = None,
   return jax.nn.softmax(logits, axis=-1)
 
 
-def einsum_attention(query: Array, key: Array, value: Array, mask: Optional[Array] = None,
-                     bias: Optional[Array] = None, *, scale: Optional[float] = None,
-                     dropout_rate: float = 0.0, dropout_rng: Optional[Array] = None) -> Array:
+def einsum_attention(
+  query: Array,
+  key: Array,
+  value: Array,
+  mask: Optional[Array] = None,
+  bias: Optional[Array] = None,
+  *,
+  scale: Optional[float] = None,
+  dropout_rate: float = 0.0,
+  dropout_rng: Optional[Array] = None,
+) -> Array:
   """The explicit einsum path of `dot_product_attention` (same arguments and shapes).
 
   Scores and softmax are computed in float32; attention dropout, when `dropout_rng` is given,
@@ -205,11 +224,18 @@ def einsum_attention(query: Array, key: Array, value: Array, mask: Optional[Arra
   return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
 
 
-def dot_product_attention(query: Array, key: Array, value: Array,
-                          mask: Optional[Array] = None, bias: Optional[Array] = None, *,
-                          scale: Optional[float] = None, dropout_rate: float = 0.0,
-                          dropout_rng: Optional[Array] = None,
-                          implementation: Optional[str] = None) -> Array:
+def dot_product_attention(
+  query: Array,
+  key: Array,
+  value: Array,
+  mask: Optional[Array] = None,
+  bias: Optional[Array] = None,
+  *,
+  scale: Optional[float] = None,
+  dropout_rate: float = 0.0,
+  dropout_rng: Optional[Array] = None,
+  implementation: Optional[str] = None,
+) -> Array:
   """softmax(Q K^T * scale + bias, masked) V, per head, not yet projected.
 
   Args:
@@ -231,13 +257,18 @@ def dot_product_attention(query: Array, key: Array, value: Array,
   paths agree to float tolerance (tested).
   """
   if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"attention implementation {implementation!r} is not one of "
-                     f"{IMPLEMENTATIONS}")
+    raise ValueError(f"attention implementation {implementation!r} is not one of {IMPLEMENTATIONS}")
   scale = default_scale(query.shape[-1]) if scale is None else scale
   if implementation == "einsum" or (dropout_rate > 0.0 and dropout_rng is not None):
-    return einsum_attention(query, key, value, mask, bias, scale=scale,
-                            dropout_rate=dropout_rate, dropout_rng=dropout_rng)
+    return einsum_attention(
+      query, key, value, mask, bias, scale=scale, dropout_rate=dropout_rate, dropout_rng=dropout_rng
+    )
   return jax.nn.dot_product_attention(
-      query, key, value, bias=None if bias is None else _as_4d(bias),
-      mask=None if mask is None else _as_4d(mask), scale=scale,
-      implementation=implementation)  # type: ignore[arg-type]  # checked above: not "einsum"
+    query,
+    key,
+    value,
+    bias=None if bias is None else _as_4d(bias),
+    mask=None if mask is None else _as_4d(mask),
+    scale=scale,
+    implementation=implementation,  # type: ignore[arg-type]  # checked above: not "einsum"
+  )

@@ -59,7 +59,7 @@ def _per_token(logits: Array, targets: Array, label_smoothing: float):
   return smoothed, nll, lse
 
 
-_SCOPE = "label_smoothed_cross_entropy"   # names the ops in profiles (experiments/bench.py)
+_SCOPE = "label_smoothed_cross_entropy"  # names the ops in profiles (experiments/bench.py)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -86,8 +86,9 @@ def _fused_backward(label_smoothing, residuals, cotangents):
   on_every = weights * g_loss * low
   is_gold = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1) == targets[:, None]
   probs = jnp.exp(logits.astype(jnp.float32) - lse[:, None])
-  d_logits = (on_softmax[:, None] * probs - jnp.where(is_gold, on_gold[:, None], 0.0)
-              - on_every[:, None])
+  d_logits = (
+    on_softmax[:, None] * probs - jnp.where(is_gold, on_gold[:, None], 0.0) - on_every[:, None]
+  )
   d_weights = (g_loss * smoothed + g_nll * nll).astype(weights.dtype)
   # Integer targets take a float0 cotangent (they have no tangent space).
   d_targets = jnp.zeros(targets.shape, jax.dtypes.float0)
@@ -97,8 +98,9 @@ def _fused_backward(label_smoothing, residuals, cotangents):
 _fused.defvjp(_fused_forward, _fused_backward)
 
 
-def label_smoothed_cross_entropy(logits: Array, targets: Array, weights: Array,
-                                 label_smoothing: float) -> tuple[Array, Array]:
+def label_smoothed_cross_entropy(
+  logits: Array, targets: Array, weights: Array, label_smoothing: float
+) -> tuple[Array, Array]:
   """Summed label-smoothed cross entropy and summed plain negative log-likelihood.
 
   logits `[..., vocab]` (any float dtype; computed in float32), targets `[...]` int,
@@ -110,5 +112,9 @@ def label_smoothed_cross_entropy(logits: Array, targets: Array, weights: Array,
   if not 0.0 <= label_smoothing <= 1.0:
     raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
   vocab = logits.shape[-1]
-  return _fused(logits.reshape(-1, vocab), targets.reshape(-1).astype(jnp.int32),
-                weights.reshape(-1).astype(jnp.float32), float(label_smoothing))
+  return _fused(
+    logits.reshape(-1, vocab),
+    targets.reshape(-1).astype(jnp.int32),
+    weights.reshape(-1).astype(jnp.float32),
+    float(label_smoothing),
+  )

@@ -21,8 +21,9 @@ from wt.losses import label_smoothed_cross_entropy
 SumCount = tuple  # (sum, count), both scalars
 
 
-def token_metrics(logits, targets, label_smoothing: float, *,
-                  with_accuracy: bool = True) -> dict[str, SumCount]:
+def token_metrics(
+  logits, targets, label_smoothing: float, *, with_accuracy: bool = True
+) -> dict[str, SumCount]:
   """Loss, NLL (wt/losses.py's fused label-smoothed cross entropy) and (optionally: an argmax
   over the vocabulary, ~3% of a small CPU training step) accuracy over non-pad target tokens,
   as (sum, count) pairs."""
@@ -54,14 +55,20 @@ def means(metrics: Mapping[str, SumCount]) -> dict[str, float]:
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
   """Corpus BLEU and chrF of detokenized hypotheses against raw references, with signatures."""
   if len(hypotheses) != len(references):
-    raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references: every "
-                     f"reference needs exactly one hypothesis")
+    raise ValueError(
+      f"{len(hypotheses)} hypotheses for {len(references)} references: every "
+      f"reference needs exactly one hypothesis"
+    )
   bleu_metric, chrf_metric = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
   bleu_score = bleu_metric.corpus_score(list(hypotheses), [list(references)])
   chrf_score = chrf_metric.corpus_score(list(hypotheses), [list(references)])
-  return {"bleu": bleu_score.score, "bleu_signature": str(bleu_metric.get_signature()),
-          "bleu_text": str(bleu_score), "chrf": chrf_score.score,
-          "chrf_signature": str(chrf_metric.get_signature())}
+  return {
+    "bleu": bleu_score.score,
+    "bleu_signature": str(bleu_metric.get_signature()),
+    "bleu_text": str(bleu_score),
+    "chrf": chrf_score.score,
+    "chrf_signature": str(chrf_metric.get_signature()),
+  }
 
 
 class MetricWriter:

@@ -21,26 +21,34 @@ import numpy as np
 from wt import config_checks, kernels
 from wt import distributed as backend_rules
 from wt.config_checks import ConfigError
-from wt.modules import (BRANCH_FFN_MODES, BRANCH_OUTPUT_BIASES, BRANCH_RESIDUALS,
-                        BRANCH_WEIGHT_MODES, TEST_BRANCH_WEIGHTS, BranchedAttention, Dropout,
-                        FeedForward, MultiHeadAttention)
+from wt.modules import (
+  BRANCH_FFN_MODES,
+  BRANCH_OUTPUT_BIASES,
+  BRANCH_RESIDUALS,
+  BRANCH_WEIGHT_MODES,
+  TEST_BRANCH_WEIGHTS,
+  BranchedAttention,
+  Dropout,
+  FeedForward,
+  MultiHeadAttention,
+)
 
 Array = jax.Array
 
-ATTENTIONS = ("multihead", "weighted")   # the Transformer, the Weighted Transformer
+ATTENTIONS = ("multihead", "weighted")  # the Transformer, the Weighted Transformer
 _CHOICES = {
-    "attention": ATTENTIONS,
-    "branch_weights": BRANCH_WEIGHT_MODES,
-    "branch_ffn": BRANCH_FFN_MODES,
-    "branched_decoder": ("encdec", "self", "both"),
-    "branch_residual": BRANCH_RESIDUALS,
-    "branch_output_bias": BRANCH_OUTPUT_BIASES,
-    "norm": ("post", "pre"),
-    "test_branch_weights": TEST_BRANCH_WEIGHTS,
-    "positional": ("sinusoidal", "learned"),
-    "share_embeddings": ("all", "decoder", "none"),
-    "dtype": ("float32", "bfloat16", "auto"),
-    "attention_implementation": kernels.IMPLEMENTATIONS + ("auto",),
+  "attention": ATTENTIONS,
+  "branch_weights": BRANCH_WEIGHT_MODES,
+  "branch_ffn": BRANCH_FFN_MODES,
+  "branched_decoder": ("encdec", "self", "both"),
+  "branch_residual": BRANCH_RESIDUALS,
+  "branch_output_bias": BRANCH_OUTPUT_BIASES,
+  "norm": ("post", "pre"),
+  "test_branch_weights": TEST_BRANCH_WEIGHTS,
+  "positional": ("sinusoidal", "learned"),
+  "share_embeddings": ("all", "decoder", "none"),
+  "dtype": ("float32", "bfloat16", "auto"),
+  "attention_implementation": kernels.IMPLEMENTATIONS + ("auto",),
 }
 
 
@@ -81,6 +89,7 @@ class ModelConfig(config_checks.Section, section="model"):
     fold_branch_output: compute a branch as head_i (kappa_i W^{O_i} W1_i) instead of the paper's
       (head_i kappa_i W^{O_i}) W1_i: the same function and parameters, fewer FLOPs.
   """
+
   vocab_size: int = 37000
   attention: str = "multihead"
   num_layers: int = 6
@@ -111,35 +120,49 @@ class ModelConfig(config_checks.Section, section="model"):
     config_checks.check_types(self)
     for field, choices in _CHOICES.items():
       config_checks.one_of(self, field, choices)
-    config_checks.positive_int(self, "vocab_size", "num_layers", "d_model", "d_ff", "num_heads",
-                               "num_branches", "max_len")
-    config_checks.in_range(self, 0.0, 1.0, "dropout_rate", "attention_dropout_rate",
-                           "relu_dropout_rate")
+    config_checks.positive_int(
+      self, "vocab_size", "num_layers", "d_model", "d_ff", "num_heads", "num_branches", "max_len"
+    )
+    config_checks.in_range(
+      self, 0.0, 1.0, "dropout_rate", "attention_dropout_rate", "relu_dropout_rate"
+    )
     config_checks.positive(self, "layer_norm_epsilon")
     if self.d_model % self.num_heads:
-      raise config_checks.fail(self, "num_heads", f"does not divide model.d_model="
-                               f"{self.d_model}; use a divisor of {self.d_model}")
+      raise config_checks.fail(
+        self,
+        "num_heads",
+        f"does not divide model.d_model={self.d_model}; use a divisor of {self.d_model}",
+      )
     if self.attention == "weighted":
       if self.d_model % self.num_branches:
-        raise config_checks.fail(self, "num_branches", f"does not divide model.d_model="
-                                 f"{self.d_model} (each branch has one head of size d_model "
-                                 f"/ M); use a divisor of {self.d_model}")
+        raise config_checks.fail(
+          self,
+          "num_branches",
+          f"does not divide model.d_model="
+          f"{self.d_model} (each branch has one head of size d_model "
+          f"/ M); use a divisor of {self.d_model}",
+        )
       if self.fold_branch_output and self.branch_residual != "block":
-        raise ConfigError(f"model.fold_branch_output=True needs model.branch_residual='block' "
-                          f"(got {self.branch_residual!r}): the other placements add o_i "
-                          f"itself to a residual; set fold_branch_output=False")
+        raise ConfigError(
+          f"model.fold_branch_output=True needs model.branch_residual='block' "
+          f"(got {self.branch_residual!r}): the other placements add o_i "
+          f"itself to a residual; set fold_branch_output=False"
+        )
       if self.branch_ffn == "split" and self.d_ff % self.num_branches:
-        raise config_checks.fail(self, "num_branches", f"does not divide model.d_ff="
-                                 f"{self.d_ff}, which branch_ffn='split' needs; use a divisor "
-                                 f"of {self.d_ff} or branch_ffn='shared'/'full'")
+        raise config_checks.fail(
+          self,
+          "num_branches",
+          f"does not divide model.d_ff="
+          f"{self.d_ff}, which branch_ffn='split' needs; use a divisor "
+          f"of {self.d_ff} or branch_ffn='shared'/'full'",
+        )
 
   def replace(self, **changes) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
 
   @property
   def compute_dtype(self):
-    return (jnp.bfloat16 if backend_rules.resolve_dtype(self.dtype) == "bfloat16"
-            else jnp.float32)
+    return jnp.bfloat16 if backend_rules.resolve_dtype(self.dtype) == "bfloat16" else jnp.float32
 
   @property
   def weighted(self) -> bool:
@@ -150,7 +173,8 @@ class ModelConfig(config_checks.Section, section="model"):
     if not self.weighted:
       return ()
     return {"encdec": ("cross",), "self": ("self",), "both": ("self", "cross")}[
-        self.branched_decoder]
+      self.branched_decoder
+    ]
 
 
 def shift_right(targets: Array) -> Array:
@@ -168,34 +192,55 @@ def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
   return table
 
 
-def _attention(config: ModelConfig, branched: bool, name: str, *, q_len: int, kv_len: int,
-               deterministic: bool, decode: bool = False) -> nn.Module:
+def _attention(
+  config: ModelConfig,
+  branched: bool,
+  name: str,
+  *,
+  q_len: int,
+  kv_len: int,
+  deterministic: bool,
+  decode: bool = False,
+) -> nn.Module:
   """The attention sublayer: branched (attention + FFN in one block) or multi-head, with the
   kernel that wt/distributed.py's `attention_path` picks for this call."""
   head_dim = config.d_model // (config.num_branches if branched else config.num_heads)
   implementation = backend_rules.sublayer_implementation(
-      config, head_dim, q_len=q_len, kv_len=kv_len, training=not deterministic, decode=decode)
+    config, head_dim, q_len=q_len, kv_len=kv_len, training=not deterministic, decode=decode
+  )
   if branched:
     return BranchedAttention(
-        num_branches=config.num_branches, d_model=config.d_model, d_ff=config.d_ff,
-        branch_ffn=config.branch_ffn, branch_weights=config.branch_weights,
-        test_branch_weights=config.test_branch_weights,
-        branch_residual=config.branch_residual, branch_output_bias=config.branch_output_bias,
-        norm=config.norm, scale_attention=config.scale_attention,
-        attention_dropout_rate=config.attention_dropout_rate,
-        relu_dropout_rate=config.relu_dropout_rate, residual_dropout_rate=config.dropout_rate,
-        layer_norm_epsilon=config.layer_norm_epsilon,
-        implementation=implementation,
-        fold_output=config.fold_branch_output, dtype=config.compute_dtype, name=name)
-  return MultiHeadAttention(num_heads=config.num_heads, d_model=config.d_model,
-                            scale_attention=config.scale_attention,
-                            dropout_rate=config.attention_dropout_rate,
-                            implementation=implementation,
-                            dtype=config.compute_dtype, name=name)
+      num_branches=config.num_branches,
+      d_model=config.d_model,
+      d_ff=config.d_ff,
+      branch_ffn=config.branch_ffn,
+      branch_weights=config.branch_weights,
+      test_branch_weights=config.test_branch_weights,
+      branch_residual=config.branch_residual,
+      branch_output_bias=config.branch_output_bias,
+      norm=config.norm,
+      scale_attention=config.scale_attention,
+      attention_dropout_rate=config.attention_dropout_rate,
+      relu_dropout_rate=config.relu_dropout_rate,
+      residual_dropout_rate=config.dropout_rate,
+      layer_norm_epsilon=config.layer_norm_epsilon,
+      implementation=implementation,
+      fold_output=config.fold_branch_output,
+      dtype=config.compute_dtype,
+      name=name,
+    )
+  return MultiHeadAttention(
+    num_heads=config.num_heads,
+    d_model=config.d_model,
+    scale_attention=config.scale_attention,
+    dropout_rate=config.attention_dropout_rate,
+    implementation=implementation,
+    dtype=config.compute_dtype,
+    name=name,
+  )
 
 
-def _residual(config: ModelConfig, x: Array, sublayer, *, name: str,
-              deterministic: bool) -> Array:
+def _residual(config: ModelConfig, x: Array, sublayer, *, name: str, deterministic: bool) -> Array:
   """Post-norm LayerNorm(x + Dropout(f(x))) or pre-norm x + Dropout(f(LayerNorm(x)))."""
   norm = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype, name=name)
   drop = lambda y: Dropout(config.dropout_rate)(y, deterministic=deterministic)
@@ -204,39 +249,57 @@ def _residual(config: ModelConfig, x: Array, sublayer, *, name: str,
   return norm(x + drop(sublayer(x)))
 
 
-def _attention_sublayer(config: ModelConfig, x: Array, attend, *, branched: bool, name: str,
-                        deterministic: bool) -> Array:
+def _attention_sublayer(
+  config: ModelConfig, x: Array, attend, *, branched: bool, name: str, deterministic: bool
+) -> Array:
   """An attention sublayer with its residual: `attend(y, **residual)` runs the attention with
   y as its query input. A branched block with branch_residual="sublayers" keeps its residuals
   inside (it gets x as `residual`); only its pre-norm input LayerNorm is added here."""
   if not (branched and config.branch_residual == "sublayers"):
     return _residual(config, x, attend, name=name, deterministic=deterministic)
   if config.norm == "pre":
-    norm = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype,
-                        name=name)
+    norm = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype, name=name)
     return attend(norm(x), residual=x)
   return attend(x, residual=x)
 
 
 def _feed_forward_sublayer(config: ModelConfig, x: Array, deterministic: bool) -> Array:
-  ffn = FeedForward(config.d_model, config.d_ff, config.relu_dropout_rate,
-                    config.compute_dtype, name="ffn")
-  return _residual(config, x, lambda y: ffn(y, deterministic=deterministic), name="ffn_norm",
-                   deterministic=deterministic)
+  ffn = FeedForward(
+    config.d_model, config.d_ff, config.relu_dropout_rate, config.compute_dtype, name="ffn"
+  )
+  return _residual(
+    config,
+    x,
+    lambda y: ffn(y, deterministic=deterministic),
+    name="ffn_norm",
+    deterministic=deterministic,
+  )
 
 
 class EncoderLayer(nn.Module):
   """Self-attention then FFN (Transformer), or one branched self-attention (weighted)."""
+
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x: Array, mask: Array, *, deterministic: bool) -> Array:
     cfg = self.config
-    attention = _attention(cfg, cfg.weighted, "self_attention", q_len=x.shape[1],
-                           kv_len=x.shape[1], deterministic=deterministic)
+    attention = _attention(
+      cfg,
+      cfg.weighted,
+      "self_attention",
+      q_len=x.shape[1],
+      kv_len=x.shape[1],
+      deterministic=deterministic,
+    )
     x = _attention_sublayer(
-        cfg, x, lambda y, **kw: attention(y, y, mask, deterministic=deterministic, **kw),
-        branched=cfg.weighted, name="self_attention_norm", deterministic=deterministic)
+      cfg,
+      x,
+      lambda y, **kw: attention(y, y, mask, deterministic=deterministic, **kw),
+      branched=cfg.weighted,
+      name="self_attention_norm",
+      deterministic=deterministic,
+    )
     if not cfg.weighted:
       x = _feed_forward_sublayer(cfg, x, deterministic)
     return x
@@ -244,27 +307,60 @@ class EncoderLayer(nn.Module):
 
 class DecoderLayer(nn.Module):
   """Masked self-attention, encoder-decoder attention, FFN; branched where configured."""
+
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, encoded: Array, self_mask: Optional[Array], cross_mask: Array,
-               *, deterministic: bool, decode: bool = False) -> Array:
+  def __call__(
+    self,
+    x: Array,
+    encoded: Array,
+    self_mask: Optional[Array],
+    cross_mask: Array,
+    *,
+    deterministic: bool,
+    decode: bool = False,
+  ) -> Array:
     cfg = self.config
     branched = cfg.branched_sublayers()
-    self_attention = _attention(cfg, "self" in branched, "self_attention", q_len=x.shape[1],
-                                kv_len=x.shape[1], deterministic=deterministic, decode=decode)
+    self_attention = _attention(
+      cfg,
+      "self" in branched,
+      "self_attention",
+      q_len=x.shape[1],
+      kv_len=x.shape[1],
+      deterministic=deterministic,
+      decode=decode,
+    )
     x = _attention_sublayer(
-        cfg, x, lambda y, **kw: self_attention(y, y, self_mask, deterministic=deterministic,
-                                               decode=decode, **kw),
-        branched="self" in branched, name="self_attention_norm", deterministic=deterministic)
-    cross_attention = _attention(cfg, "cross" in branched, "cross_attention",
-                                 q_len=x.shape[1], kv_len=encoded.shape[1],
-                                 deterministic=deterministic, decode=decode)
+      cfg,
+      x,
+      lambda y, **kw: self_attention(
+        y, y, self_mask, deterministic=deterministic, decode=decode, **kw
+      ),
+      branched="self" in branched,
+      name="self_attention_norm",
+      deterministic=deterministic,
+    )
+    cross_attention = _attention(
+      cfg,
+      "cross" in branched,
+      "cross_attention",
+      q_len=x.shape[1],
+      kv_len=encoded.shape[1],
+      deterministic=deterministic,
+      decode=decode,
+    )
     x = _attention_sublayer(
-        cfg, x, lambda y, **kw: cross_attention(y, encoded, cross_mask,
-                                                deterministic=deterministic, decode=decode,
-                                                cross=True, **kw),
-        branched="cross" in branched, name="cross_attention_norm", deterministic=deterministic)
+      cfg,
+      x,
+      lambda y, **kw: cross_attention(
+        y, encoded, cross_mask, deterministic=deterministic, decode=decode, cross=True, **kw
+      ),
+      branched="cross" in branched,
+      name="cross_attention_norm",
+      deterministic=deterministic,
+    )
     if not branched:
       x = _feed_forward_sublayer(cfg, x, deterministic)
     return x
@@ -275,6 +371,7 @@ class Embedder(nn.Module):
 
   `decode=True` keeps the next position in the 'cache' collection, for one-token steps.
   """
+
   config: ModelConfig
   embed: nn.Embed
 
@@ -283,8 +380,9 @@ class Embedder(nn.Module):
     cfg = self.config
     x = self.embed(tokens).astype(jnp.float32) * np.sqrt(cfg.d_model)
     if cfg.positional == "learned":
-      table = self.param("position_embedding", nn.initializers.normal(0.02),
-                         (cfg.max_len, cfg.d_model))
+      table = self.param(
+        "position_embedding", nn.initializers.normal(0.02), (cfg.max_len, cfg.d_model)
+      )
     else:
       table = jnp.asarray(sinusoidal_table(cfg.max_len, cfg.d_model))
     length = tokens.shape[1]
@@ -309,17 +407,19 @@ class Transformer(nn.Module):
   inputs `[batch, source_len]` and targets `[batch, target_len]` are int token ids, 0 = pad.
   Logits are `[batch, target_len, vocab_size]` float32, predicting targets from shifted targets.
   """
+
   config: ModelConfig
 
   def setup(self):
     cfg = self.config
-    init = nn.initializers.normal(stddev=cfg.d_model ** -0.5)
+    init = nn.initializers.normal(stddev=cfg.d_model**-0.5)
     embed = lambda: nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=init)
     self.target_embed = embed()
     self.source_embed = self.target_embed if cfg.share_embeddings == "all" else embed()
     if cfg.share_embeddings == "none":
-      self.logits_projection = nn.Dense(cfg.vocab_size, use_bias=False,
-                                        kernel_init=nn.initializers.xavier_uniform())
+      self.logits_projection = nn.Dense(
+        cfg.vocab_size, use_bias=False, kernel_init=nn.initializers.xavier_uniform()
+      )
     self.encoder_embedder = Embedder(cfg, self.source_embed)
     self.decoder_embedder = Embedder(cfg, self.target_embed)
     self.encoder_layers = [EncoderLayer(cfg) for _ in range(cfg.num_layers)]
@@ -337,8 +437,15 @@ class Transformer(nn.Module):
       x = layer(x, mask, deterministic=not train)
     return self.encoder_norm(x) if self.config.norm == "pre" else x
 
-  def decode(self, encoded: Array, inputs: Array, targets: Array, *, train: bool = False,
-             decode: bool = False) -> Array:
+  def decode(
+    self,
+    encoded: Array,
+    inputs: Array,
+    targets: Array,
+    *,
+    train: bool = False,
+    decode: bool = False,
+  ) -> Array:
     """Logits `[batch, len, vocab]` from the encoder output and the source ids (for its mask).
 
     Teacher forcing (`decode=False`): `targets` are the gold targets, shifted right inside.
@@ -352,8 +459,9 @@ class Transformer(nn.Module):
     else:
       decoder_inputs = shift_right(targets)
       target_valid = targets > 0
-      self_mask = kernels.combine_masks(kernels.causal_mask(targets.shape[1]),
-                                        kernels.padding_mask(target_valid, target_valid))
+      self_mask = kernels.combine_masks(
+        kernels.causal_mask(targets.shape[1]), kernels.padding_mask(target_valid, target_valid)
+      )
       cross_mask = kernels.padding_mask(target_valid, source_valid)
     y = self.decoder_embedder(decoder_inputs, deterministic=not train, decode=decode)
     for layer in self.decoder_layers:
@@ -384,11 +492,20 @@ def init_cache(model: Transformer, params, encoded: Array, inputs: Array, max_le
   output once for every cross-attention. `encoded`/`inputs` set the batch (e.g. batch * beam).
   """
   if max_len > model.config.max_len:
-    raise ConfigError(f"decoding {max_len} positions exceeds model.max_len="
-                      f"{model.config.max_len}; raise model.max_len or shorten the inputs")
+    raise ConfigError(
+      f"decoding {max_len} positions exceeds model.max_len="
+      f"{model.config.max_len}; raise model.max_len or shorten the inputs"
+    )
   dummy_targets = jnp.zeros((inputs.shape[0], max_len), jnp.int32)
-  _, variables = model.apply({"params": params}, encoded, inputs, dummy_targets, decode=True,
-                             mutable=["cache"], method=Transformer.decode)
+  _, variables = model.apply(
+    {"params": params},
+    encoded,
+    inputs,
+    dummy_targets,
+    decode=True,
+    mutable=["cache"],
+    method=Transformer.decode,
+  )
   return variables["cache"]
 
 

@@ -54,6 +54,7 @@ class AttentionHeads(nn.Module):
   cache `[batch, max_len, heads, depth]` and attends to the filled part; cross-attention
   projects the encoder output once, when the cache is created, and reuses it at every step.
   """
+
   num_heads: int
   head_dim: int
   scale_attention: bool = True
@@ -62,13 +63,25 @@ class AttentionHeads(nn.Module):
   dtype: Dtype = jnp.float32
 
   def _projection(self, name: str) -> nn.DenseGeneral:
-    return nn.DenseGeneral(features=(self.num_heads, self.head_dim), use_bias=False,
-                           kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype,
-                           name=name)
+    return nn.DenseGeneral(
+      features=(self.num_heads, self.head_dim),
+      use_bias=False,
+      kernel_init=nn.initializers.xavier_uniform(),
+      dtype=self.dtype,
+      name=name,
+    )
 
   @nn.compact
-  def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Optional[Array], *,
-               deterministic: bool, decode: bool = False, cross: bool = False) -> Array:
+  def __call__(
+    self,
+    inputs_q: Array,
+    inputs_kv: Array,
+    mask: Optional[Array],
+    *,
+    deterministic: bool,
+    decode: bool = False,
+    cross: bool = False,
+  ) -> Array:
     """inputs_q `[batch, q_len, features]`, inputs_kv `[batch, kv_len, features]`.
 
     `mask` is broadcastable to `[batch, heads, q_len, kv_len]`; in self-attention decode mode
@@ -89,8 +102,15 @@ class AttentionHeads(nn.Module):
       dropout_rng = self.make_rng("dropout")
     scale = None if self.scale_attention else 1.0
     return kernels.dot_product_attention(
-        query, key, value, mask, scale=scale, dropout_rate=self.dropout_rate,
-        dropout_rng=dropout_rng, implementation=self.implementation)
+      query,
+      key,
+      value,
+      mask,
+      scale=scale,
+      dropout_rate=self.dropout_rate,
+      dropout_rng=dropout_rng,
+      implementation=self.implementation,
+    )
 
   def _cached_encoder_projection(self, encoded, key_proj, value_proj):
     """Keys and values of the encoder output, computed when the cache is created."""
@@ -112,12 +132,13 @@ class AttentionHeads(nn.Module):
       return key, value, mask
     batch, max_len, num_heads, head_dim = cached_key.value.shape
     if key.shape != (batch, 1, num_heads, head_dim):
-      raise ValueError(f"incremental decoding feeds one position at a time: expected a key of "
-                       f"shape {(batch, 1, num_heads, head_dim)}, got {key.shape}")
+      raise ValueError(
+        f"incremental decoding feeds one position at a time: expected a key of "
+        f"shape {(batch, 1, num_heads, head_dim)}, got {key.shape}"
+      )
     index = cache_index.value
     cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, index, 0, 0))
-    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value,
-                                                      (0, index, 0, 0))
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, index, 0, 0))
     cache_index.value = index + 1
     filled = (jnp.arange(max_len) <= index)[None, None, None, :]
     return cached_key.value, cached_value.value, kernels.combine_masks(mask, filled)
@@ -129,6 +150,7 @@ class MultiHeadAttention(nn.Module):
   Storing W^O per head makes the identity with the branched block visible: the concatenation
   times W^O equals the sum over heads of head_i W^{O_i}.
   """
+
   num_heads: int
   d_model: int
   scale_attention: bool = True
@@ -138,18 +160,29 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, inputs_q, inputs_kv, mask, *, deterministic, decode=False, cross=False):
-    heads = AttentionHeads(self.num_heads, self.d_model // self.num_heads, self.scale_attention,
-                           self.dropout_rate, self.implementation, self.dtype, name="heads")(
-                               inputs_q, inputs_kv, mask, deterministic=deterministic,
-                               decode=decode, cross=cross)
-    return nn.DenseGeneral(self.d_model, axis=(-2, -1), use_bias=False,
-                           kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype,
-                           name="out")(heads)
+    heads = AttentionHeads(
+      num_heads=self.num_heads,
+      head_dim=self.d_model // self.num_heads,
+      scale_attention=self.scale_attention,
+      dropout_rate=self.dropout_rate,
+      implementation=self.implementation,
+      dtype=self.dtype,
+      name="heads",
+    )(inputs_q, inputs_kv, mask, deterministic=deterministic, decode=decode, cross=cross)
+    return nn.DenseGeneral(
+      self.d_model,
+      axis=(-2, -1),
+      use_bias=False,
+      kernel_init=nn.initializers.xavier_uniform(),
+      dtype=self.dtype,
+      name="out",
+    )(heads)
 
 
 class Dropout(nn.Module):
   """`flax.linen.Dropout` (same name, so the same RNG path and keys; same masks), drawing its
   mask with `kernels.bernoulli_mask`, whose Threefry hash XLA:CPU fuses into the mask's use."""
+
   rate: float
 
   @nn.compact
@@ -161,6 +194,7 @@ class Dropout(nn.Module):
 
 class FeedForward(nn.Module):
   """FFN(x) = max(0, x W1 + b1) W2 + b2, with optional dropout on the hidden activations."""
+
   d_model: int
   d_ff: int
   dropout_rate: float = 0.0
@@ -168,8 +202,9 @@ class FeedForward(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool) -> Array:
-    dense = lambda features, name: nn.Dense(features, dtype=self.dtype, name=name,
-                                            kernel_init=nn.initializers.xavier_uniform())
+    dense = lambda features, name: nn.Dense(
+      features, dtype=self.dtype, name=name, kernel_init=nn.initializers.xavier_uniform()
+    )
     hidden = nn.relu(dense(self.d_ff, "hidden")(x))
     hidden = Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
     return dense(self.d_model, "output")(hidden)
@@ -193,6 +228,7 @@ class BranchWeights(nn.Module):
   stated). `test_weights` replaces the learned values when `deterministic` (the paper's
   Table 3): "uniform" gives 1/M, "random" a fixed simplex point drawn from the module's path.
   """
+
   num_branches: int
   mode: str = "projection"
   test_weights: str = "learned"
@@ -212,7 +248,7 @@ class BranchWeights(nn.Module):
       return weights
     if self.test_weights == "uniform":
       return uniform
-    path_seed = zlib.crc32("/".join(self.scope.path).encode())
+    path_seed = zlib.crc32("/".join(self.path).encode())
     return random_simplex_point(jax.random.key(path_seed), size)
 
 
@@ -264,6 +300,7 @@ class BranchedAttention(nn.Module):
   (head_i kappa_i W^{O_i}) W1_i = head_i (kappa_i W^{O_i} W1_i), the product `[M, depth, F]`
   formed once per call, which replaces two matmuls per token by one narrower one.
   """
+
   num_branches: int
   d_model: int
   d_ff: int
@@ -283,25 +320,36 @@ class BranchedAttention(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, inputs_q, inputs_kv, mask, *, deterministic, decode=False, cross=False,
-               residual=None):
+  def __call__(
+    self, inputs_q, inputs_kv, mask, *, deterministic, decode=False, cross=False, residual=None
+  ):
     """inputs_q `[batch, q_len, model]`, inputs_kv `[batch, kv_len, model]`; `residual`
     `[batch, q_len, model]` is the layer's input x, used (and required) by "sublayers" only.
     Returns `[batch, q_len, model]`."""
     if self.branch_residual == "sublayers" and residual is None:
-      raise ValueError("branch_residual='sublayers' adds the layer input inside the block: "
-                       "pass it as `residual`")
+      raise ValueError(
+        "branch_residual='sublayers' adds the layer input inside the block: pass it as `residual`"
+      )
     if self.fold_output and self.branch_residual != "block":
-      raise ValueError(f"fold_output needs branch_residual='block' (got "
-                       f"{self.branch_residual!r}): the other placements use o_i itself")
+      raise ValueError(
+        f"fold_output needs branch_residual='block' (got "
+        f"{self.branch_residual!r}): the other placements use o_i itself"
+      )
     num_branches, head_dim = self.num_branches, self.d_model // self.num_branches
-    heads = AttentionHeads(num_branches, head_dim, self.scale_attention,
-                           self.attention_dropout_rate, self.implementation, self.dtype,
-                           name="heads")(inputs_q, inputs_kv, mask, deterministic=deterministic,
-                                         decode=decode, cross=cross)   # [b, q, M, depth]
-    weight = lambda name: BranchWeights(num_branches, self.branch_weights,
-                                        self.test_branch_weights, name=name)(
-                                            deterministic=deterministic)
+    heads = AttentionHeads(
+      num_heads=num_branches,
+      head_dim=head_dim,
+      scale_attention=self.scale_attention,
+      dropout_rate=self.attention_dropout_rate,
+      implementation=self.implementation,
+      dtype=self.dtype,
+      name="heads",
+    )(
+      inputs_q, inputs_kv, mask, deterministic=deterministic, decode=decode, cross=cross
+    )  # [b, q, M, depth]
+    weight = lambda name: BranchWeights(
+      num_branches, self.branch_weights, self.test_branch_weights, name=name
+    )(deterministic=deterministic)
     kappa, alpha = weight("kappa"), weight("alpha")
     out_kernel, ffn = self._parameters()
     out_kernel = out_kernel * kappa[:, None, None]
@@ -324,23 +372,26 @@ class BranchedAttention(nn.Module):
       output = jnp.einsum("hnf,hfm->nm", hidden, cast(ffn["output_kernel"] * alpha[:, None, None]))
       if self.branch_output_bias == "per_branch":
         bias = jnp.einsum("h,hm->m", alpha, ffn["output_bias"])
-      else:   # one b2 outside the alpha sum: no gradient reaches alpha through it
+      else:  # one b2 outside the alpha sum: no gradient reaches alpha through it
         bias = ffn["output_bias"][0]
       output = output + cast(bias)[None, :]
     else:
-      branches = jnp.einsum("hnd,hdm->hnm", heads, cast(out_kernel))     # o_i, [M, b * q, model]
+      branches = jnp.einsum("hnd,hdm->hnm", heads, cast(out_kernel))  # o_i, [M, b * q, model]
       if self.branch_residual == "ffn":
-        branch_outputs = self._branch_sublayer(branches, lambda y: self._ffn(y, ffn, deterministic),
-                                               "ffn_norm", deterministic)
+        branch_outputs = self._branch_sublayer(
+          branches, lambda y: self._ffn(y, ffn, deterministic), "ffn_norm", deterministic
+        )
       else:
-        x = jnp.broadcast_to(cast(residual).reshape(1, batch * length, self.d_model),
-                             branches.shape)
-        if self.norm == "pre":   # the layer normalised the attention's input already
+        x = jnp.broadcast_to(
+          cast(residual).reshape(1, batch * length, self.d_model), branches.shape
+        )
+        if self.norm == "pre":  # the layer normalised the attention's input already
           z = x + Dropout(self.residual_dropout_rate)(branches, deterministic=deterministic)
         else:
           z = self._branch_sublayer(x, lambda _: branches, "attention_norm", deterministic)
-        branch_outputs = self._branch_sublayer(z, lambda y: self._ffn(y, ffn, deterministic),
-                                               "ffn_norm", deterministic)
+        branch_outputs = self._branch_sublayer(
+          z, lambda y: self._ffn(y, ffn, deterministic), "ffn_norm", deterministic
+        )
       output = jnp.einsum("h,hnm->nm", cast(alpha), branch_outputs)
     return output.reshape(batch, length, self.d_model)
 
@@ -349,12 +400,16 @@ class BranchedAttention(nn.Module):
     leading branch axis (broadcast for "shared" FFNs and a "shared" output bias)."""
     num_branches, head_dim = self.num_branches, self.d_model // self.num_branches
     # W^{O_i}: the i-th row block of a Transformer's W^O; same initialisation as MultiHead's.
-    out_kernel = self.param("out", nn.initializers.xavier_uniform(),
-                            (num_branches * head_dim, self.d_model)).reshape(
-                                num_branches, head_dim, self.d_model)
+    out_kernel = self.param(
+      "out", nn.initializers.xavier_uniform(), (num_branches * head_dim, self.d_model)
+    ).reshape(num_branches, head_dim, self.d_model)
     hidden_size = self.d_ff // num_branches if self.branch_ffn == "split" else self.d_ff
-    shapes = {"hidden_kernel": (self.d_model, hidden_size), "hidden_bias": (hidden_size,),
-              "output_kernel": (hidden_size, self.d_model), "output_bias": (self.d_model,)}
+    shapes = {
+      "hidden_kernel": (self.d_model, hidden_size),
+      "hidden_bias": (hidden_size,),
+      "output_kernel": (hidden_size, self.d_model),
+      "output_bias": (self.d_model,),
+    }
     per_branch = {name: self.branch_ffn != "shared" for name in shapes}
     per_branch["output_bias"] = self.branch_output_bias == "per_branch"
     ffn = {}
@@ -394,6 +449,7 @@ class BranchedAttention(nn.Module):
 class BranchLayerNorm(nn.Module):
   """M LayerNorms over the last axis of `[M, n, features]`, one scale and bias per branch;
   statistics in float32."""
+
   num_branches: int
   epsilon: float = 1e-6
   dtype: Dtype = jnp.float32

@@ -27,16 +27,17 @@ BRANCH_SCHEDULES = ("own", "shared")
 
 def _warmup_rsqrt(step, warmup_steps: int):
   step = jnp.maximum(jnp.asarray(step, jnp.float32) + 1.0, 1.0)  # optax counts from 0
-  return jnp.minimum(step ** -0.5, step * warmup_steps ** -1.5)
+  return jnp.minimum(step**-0.5, step * warmup_steps**-1.5)
 
 
 def vaswani_schedule(d_model: int, warmup_steps: int, scale: float = 1.0) -> optax.Schedule:
   """Vaswani et al. Eq. 3: linear warm-up, then decay with the inverse square root of the step."""
-  return lambda step: scale * d_model ** -0.5 * _warmup_rsqrt(step, warmup_steps)
+  return lambda step: scale * d_model**-0.5 * _warmup_rsqrt(step, warmup_steps)
 
 
-def branch_schedule(d_model: int, num_layers: int, warmup_steps: int = 400,
-                    scale: float = 1.0) -> optax.Schedule:
+def branch_schedule(
+  d_model: int, num_layers: int, warmup_steps: int = 400, scale: float = 1.0
+) -> optax.Schedule:
   """Ahmed et al.'s schedule for kappa/alpha: (d_model / N)^-0.5 * min(step^-0.5, ...)."""
   return lambda step: scale * (d_model / num_layers) ** -0.5 * _warmup_rsqrt(step, warmup_steps)
 
@@ -80,14 +81,16 @@ def freeze_from(step: int) -> optax.GradientTransformation:
     updates = jax.tree.map(lambda u: jnp.where(frozen, jnp.zeros_like(u), u), updates)
     return updates, FreezeState(state.count + 1)
 
-  return optax.GradientTransformation(lambda params: FreezeState(jnp.zeros([], jnp.int32)),
-                                      update_fn)
+  return optax.GradientTransformation(
+    lambda params: FreezeState(jnp.zeros([], jnp.int32)), update_fn
+  )
 
 
 def parameter_groups(params):
   """The label tree optax.multi_transform needs: BRANCH_GROUP or WEIGHT_GROUP per leaf."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: BRANCH_GROUP if is_branch_weight(path) else WEIGHT_GROUP, params)
+    lambda path, _: BRANCH_GROUP if is_branch_weight(path) else WEIGHT_GROUP, params
+  )
 
 
 def branch_freeze_steps(train_config) -> int:
@@ -97,32 +100,40 @@ def branch_freeze_steps(train_config) -> int:
   return int(round(train_config.num_steps * 10 / 60))
 
 
-def make_optimizer(train_config, model_config) -> tuple[optax.GradientTransformation,
-                                                        dict[str, Callable]]:
+def make_optimizer(
+  train_config, model_config
+) -> tuple[optax.GradientTransformation, dict[str, Callable]]:
   """The optimizer and its learning-rate schedules by name (for logging).
 
   train_config fields: num_steps, warmup_steps, learning_rate_scale, adam_b1, adam_b2,
   adam_eps, branch_schedule ("own" | "shared"), branch_warmup_steps, branch_freeze_steps
   (-1: the paper's 10K/60K scaled to num_steps; 0: never frozen).
   """
-  adam = lambda lr: optax.adam(lr, b1=train_config.adam_b1, b2=train_config.adam_b2,
-                               eps=train_config.adam_eps)
-  weights_lr = vaswani_schedule(model_config.d_model, train_config.warmup_steps,
-                                train_config.learning_rate_scale)
+  adam = lambda lr: optax.adam(
+    lr, b1=train_config.adam_b1, b2=train_config.adam_b2, eps=train_config.adam_eps
+  )
+  weights_lr = vaswani_schedule(
+    model_config.d_model, train_config.warmup_steps, train_config.learning_rate_scale
+  )
   if train_config.branch_schedule == "own":
-    branch_lr = branch_schedule(model_config.d_model, model_config.num_layers,
-                                train_config.branch_warmup_steps,
-                                train_config.learning_rate_scale)
+    branch_lr = branch_schedule(
+      model_config.d_model,
+      model_config.num_layers,
+      train_config.branch_warmup_steps,
+      train_config.learning_rate_scale,
+    )
   elif train_config.branch_schedule == "shared":
     branch_lr = weights_lr
   else:
-    raise ValueError(f"train.branch_schedule={train_config.branch_schedule!r} is not a valid "
-                     f"choice; use 'own' (Ahmed et al.) or 'shared' (same as the weights)")
+    raise ValueError(
+      f"train.branch_schedule={train_config.branch_schedule!r} is not a valid "
+      f"choice; use 'own' (Ahmed et al.) or 'shared' (same as the weights)"
+    )
   branch_chain = [adam(branch_lr)]
   if model_config.branch_weights == "projection":
     branch_chain.append(simplex_projection())
   branch_chain.append(freeze_from(train_config.num_steps - branch_freeze_steps(train_config)))
   optimizer = optax.multi_transform(
-      {WEIGHT_GROUP: adam(weights_lr), BRANCH_GROUP: optax.chain(*branch_chain)},
-      parameter_groups)
+    {WEIGHT_GROUP: adam(weights_lr), BRANCH_GROUP: optax.chain(*branch_chain)}, parameter_groups
+  )
   return optimizer, {"learning_rate": weights_lr, "branch_learning_rate": branch_lr}

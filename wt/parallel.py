@@ -36,26 +36,32 @@ AXIS = "batch"
 class DistributedConfig(checks.Section, section="distributed"):
   """`config.distributed`: how a multi-process run starts. The defaults are one process (or
   what the environment's WT_COORDINATOR_ADDRESS, WT_NUM_PROCESSES, WT_PROCESS_ID say)."""
-  coordinator_address: str = ""   # e.g. "10.0.0.1:1234"; empty: single process
-  num_processes: int = -1         # -1: from the environment
-  process_id: int = -1            # -1: from the environment
-  auto: bool = True               # no coordinator: join a SLURM / TPU / Kubernetes job that
-                                  # jax.distributed.initialize() detects (wt/distributed.py)
+
+  coordinator_address: str = ""  # e.g. "10.0.0.1:1234"; empty: single process
+  num_processes: int = -1  # -1: from the environment
+  process_id: int = -1  # -1: from the environment
+  auto: bool = True  # no coordinator: join a SLURM / TPU / Kubernetes job that
+  # jax.distributed.initialize() detects (wt/distributed.py)
 
   def __post_init__(self):
     checks.check_types(self)
     if self.num_processes == 0 or self.num_processes < -1:
-      raise checks.fail(self, "num_processes", "must be a positive integer (or -1: from "
-                                               "WT_NUM_PROCESSES)")
+      raise checks.fail(
+        self, "num_processes", "must be a positive integer (or -1: from WT_NUM_PROCESSES)"
+      )
     if self.process_id < -1 or 0 < self.num_processes <= self.process_id:
-      raise checks.fail(self, "process_id", f"must be in [0, num_processes="
-                                            f"{self.num_processes}) (or -1: from WT_PROCESS_ID)")
+      raise checks.fail(
+        self,
+        "process_id",
+        f"must be in [0, num_processes={self.num_processes}) (or -1: from WT_PROCESS_ID)",
+      )
 
 
 def initialize_distributed(dist=None) -> str:
   """Joins a multi-process run (explicit coordinator, or a managed cluster JAX detects):
   moved to wt/distributed.py's `initialize`, which this calls."""
   from wt import distributed  # pylint: disable=g-import-not-at-top
+
   return distributed.initialize(dist)
 
 
@@ -93,8 +99,9 @@ class DataParallel:
     """Shapes, dtypes and the replicated sharding of `init()`: a checkpoint's restore target
     (the restored state then goes through `place_state`)."""
     sharding = replicated(self.mesh)
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                        jax.eval_shape(init))
+    return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), jax.eval_shape(init)
+    )
 
   def wrap(self, step: Callable, *, donate: bool = True) -> Callable:
     """`step(state, batch)` mapped over the devices; `donate`: the state's buffers are reused
@@ -118,8 +125,13 @@ class ShardMapParallel(DataParallel):
   """jit(shard_map(step)): replicated state, batch sharded on axis 0 over the whole mesh."""
 
   def wrap(self, step: Callable, *, donate: bool = True) -> Callable:
-    mapped = jax.shard_map(step, mesh=self.mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
-                           out_specs=PartitionSpec(), check_vma=False)
+    mapped = jax.shard_map(
+      step,
+      mesh=self.mesh,
+      in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+      out_specs=PartitionSpec(),
+      check_vma=False,
+    )
     return jax.jit(mapped, donate_argnums=(0,) if donate else ())
 
   def place_state(self, state):
@@ -128,8 +140,10 @@ class ShardMapParallel(DataParallel):
   def device_batch(self, local_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
     """Global arrays, sharded over the mesh's batch axis, from this process's rows."""
     sharding = batch_sharded(self.mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-            for k, v in local_batch.items()}
+    return {
+      k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+      for k, v in local_batch.items()
+    }
 
   def unreplicate(self, tree):
     return tree
@@ -140,8 +154,9 @@ class PmapParallel(DataParallel):
 
   def __init__(self, devices: Optional[list] = None):
     if devices is not None:
-      raise ValueError("the pmap wrapper maps over every local device; pass devices only to "
-                       "the shard_map wrapper")
+      raise ValueError(
+        "the pmap wrapper maps over every local device; pass devices only to the shard_map wrapper"
+      )
     super().__init__()
 
   def wrap(self, step: Callable, *, donate: bool = True) -> Callable:
@@ -167,6 +182,5 @@ def data_parallel(wrapper: str = "shard_map", devices: Optional[list] = None) ->
   """The DataParallel of a wrapper name (config.train.wrapper), over `devices` (default:
   every device of every process)."""
   if wrapper not in _WRAPPERS:
-    raise ValueError(f"wrapper={wrapper!r} is not a data-parallel wrapper; use one of "
-                     f"{WRAPPERS}")
+    raise ValueError(f"wrapper={wrapper!r} is not a data-parallel wrapper; use one of {WRAPPERS}")
   return _WRAPPERS[wrapper](devices)

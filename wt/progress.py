@@ -25,8 +25,8 @@ DEFAULT_INTERVAL_SECONDS = 30.0
 INTERVAL_ENV = "WT_PROGRESS_SECONDS"
 # How set_metrics' names are shown: (the bar's key, the bar's format, the plain line's format).
 _FORMATS = {
-    "tokens_per_second": ("tok_s", "{:.0f}", "{:.0f} tokens/s"),
-    "loss": ("loss", "{:.3f}", "loss {:.3f}"),
+  "tokens_per_second": ("tok_s", "{:.0f}", "{:.0f} tokens/s"),
+  "loss": ("loss", "{:.3f}", "loss {:.3f}"),
 }
 
 
@@ -52,8 +52,10 @@ def interval_from_env() -> float:
   except ValueError:
     seconds = float("nan")
   if not seconds > 0 or seconds == float("inf"):
-    raise ValueError(f"{INTERVAL_ENV}={value!r} is not a positive number of seconds; set it to "
-                     f"e.g. 30 (seconds between progress lines off a terminal) or unset it")
+    raise ValueError(
+      f"{INTERVAL_ENV}={value!r} is not a positive number of seconds; set it to "
+      f"e.g. 30 (seconds between progress lines off a terminal) or unset it"
+    )
   return seconds
 
 
@@ -80,10 +82,19 @@ class Progress:
     clock: seconds, monotonic (tests pass a fake one).
   """
 
-  def __init__(self, total: int, *, initial: int = 0, desc: str = "", unit: str = "step",
-               enabled: bool = True, stream: Optional[TextIO] = None,
-               interval: Optional[float] = None, position: int = 0,
-               clock: Callable[[], float] = time.monotonic):
+  def __init__(
+    self,
+    total: int,
+    *,
+    initial: int = 0,
+    desc: str = "",
+    unit: str = "step",
+    enabled: bool = True,
+    stream: Optional[TextIO] = None,
+    interval: Optional[float] = None,
+    position: int = 0,
+    clock: Callable[[], float] = time.monotonic,
+  ):
     self.total, self.n, self.desc, self.unit = total, initial, desc, unit
     self.enabled = enabled
     self.stream = sys.stderr if stream is None else stream
@@ -93,11 +104,18 @@ class Progress:
     self._start_n, self._start = initial, clock()
     self._last_line, self._last_line_n = self._start, initial
     self._closed = False
-    self._new_metrics = False   # set_metrics since the last plain line
+    self._new_metrics = False  # set_metrics since the last plain line
     self.bar = None
     if enabled and is_terminal(self.stream):
-      self.bar = tqdm.tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream,
-                           dynamic_ncols=True, position=position)
+      self.bar = tqdm.tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        file=self.stream,
+        dynamic_ncols=True,
+        position=position,
+      )
 
   @property
   def plain(self) -> bool:
@@ -108,8 +126,11 @@ class Progress:
     self.n += n
     if self.bar is not None:
       self.bar.update(n)
-    elif (self.plain and self.n < self.total   # the last step's line is close()'s
-          and self._clock() - self._last_line >= self.interval):
+    elif (
+      self.plain
+      and self.n < self.total  # the last step's line is close()'s
+      and self._clock() - self._last_line >= self.interval
+    ):
       self._write_line()
 
   def set_metrics(self, **metrics: float) -> None:
@@ -118,15 +139,18 @@ class Progress:
     self.metrics.update({k: float(v) for k, v in metrics.items()})
     self._new_metrics = True
     if self.bar is not None:
-      self.bar.set_postfix({_format(k)[0]: _format(k)[1].format(v)
-                            for k, v in self.metrics.items()}, refresh=False)
+      self.bar.set_postfix(
+        {_format(k)[0]: _format(k)[1].format(v) for k, v in self.metrics.items()}, refresh=False
+      )
 
   def line(self) -> str:
     """The plain progress line for now."""
     now = self._clock()
     elapsed = now - self._start
-    parts = [f"{self.unit} {self.n}/{self.total}"
-             + (f" ({100 * self.n / self.total:.0f}%)" if self.total else "")]
+    parts = [
+      f"{self.unit} {self.n}/{self.total}"
+      + (f" ({100 * self.n / self.total:.0f}%)" if self.total else "")
+    ]
     parts += [_format(k)[2].format(v) for k, v in self.metrics.items()]
     parts.append(f"{format_duration(elapsed)} elapsed")
     done = self.n - self._start_n

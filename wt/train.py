@@ -46,6 +46,7 @@ from wt.train_config import CONFIG_SECTIONS
 @flax.struct.dataclass
 class TrainState:
   """Everything a step changes: step count, parameters, optimizer state, dropout RNG."""
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -57,8 +58,14 @@ class TrainingDivergedError(RuntimeError):
   checkpoint is kept."""
 
 
-def train_step(state: TrainState, batch: dict, *, model: models.Transformer,
-               optimizer: optax.GradientTransformation, label_smoothing: float):
+def train_step(
+  state: TrainState,
+  batch: dict,
+  *,
+  model: models.Transformer,
+  optimizer: optax.GradientTransformation,
+  label_smoothing: float,
+):
   """One optimizer step on this device's shard of the global batch.
 
   The loss is normalised by the mean number of real target tokens per device, so that the
@@ -66,14 +73,16 @@ def train_step(state: TrainState, batch: dict, *, model: models.Transformer,
   more tokens weigh more, exactly as in a single-device step on the whole batch).
   """
   inputs, targets = batch["inputs"], batch["targets"]
-  device_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step),
-                                  jax.lax.axis_index(parallel.AXIS))
+  device_rng = jax.random.fold_in(
+    jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(parallel.AXIS)
+  )
   tokens = jnp.sum(targets > 0).astype(jnp.float32)
   mean_tokens = jnp.maximum(jax.lax.pmean(tokens, parallel.AXIS), 1.0)
 
   def loss_fn(params):
-    logits = model.apply({"params": params}, inputs, targets, train=True,
-                         rngs={"dropout": device_rng})
+    logits = model.apply(
+      {"params": params}, inputs, targets, train=True, rngs={"dropout": device_rng}
+    )
     step_metrics = metrics.token_metrics(logits, targets, label_smoothing, with_accuracy=False)
     return step_metrics["loss"][0] / mean_tokens, step_metrics
 
@@ -81,46 +90,65 @@ def train_step(state: TrainState, batch: dict, *, model: models.Transformer,
   grads = jax.lax.pmean(grads, parallel.AXIS)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  new_state = state.replace(  # type: ignore[attr-defined]  # flax.struct adds replace
+    step=state.step + 1, params=params, opt_state=opt_state
+  )
   # The norms are the same on every device (computed after the pmean): one count per step.
   # A non-finite parameter norm catches an update that broke the parameters while this step's
   # loss was still finite, before that state can be checkpointed.
-  norms = {"grad_norm": (optax.tree.norm(grads), 1.0),
-           "param_norm": (optax.tree.norm(params), 1.0)}
+  norms = {"grad_norm": (optax.tree.norm(grads), 1.0), "param_norm": (optax.tree.norm(params), 1.0)}
   return new_state, {**jax.lax.psum(step_metrics, parallel.AXIS), **norms}
 
 
 def eval_step(params, batch: dict, *, model: models.Transformer, label_smoothing: float):
   """Summed validation metrics of this device's shard, added over the mesh."""
   logits = model.apply({"params": params}, batch["inputs"], batch["targets"], train=False)
-  return jax.lax.psum(metrics.token_metrics(logits, batch["targets"], label_smoothing),
-                      parallel.AXIS)
+  return jax.lax.psum(
+    metrics.token_metrics(logits, batch["targets"], label_smoothing), parallel.AXIS
+  )
 
 
-def init_train_state(model_config: models.ModelConfig, optimizer: optax.GradientTransformation,
-                     seed: int) -> TrainState:
+def init_train_state(
+  model_config: models.ModelConfig, optimizer: optax.GradientTransformation, seed: int
+) -> TrainState:
   """A new run's state: parameters from PRNGKey(seed), dropout from PRNGKey(seed + 1)."""
   params = models.init_params(model_config, jax.random.PRNGKey(seed))
-  return TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                    opt_state=optimizer.init(params), rng=jax.random.PRNGKey(seed + 1))
+  return TrainState(
+    step=jnp.zeros([], jnp.int32),
+    params=params,
+    opt_state=optimizer.init(params),
+    rng=jax.random.PRNGKey(seed + 1),
+  )
 
 
-def create_train_state(model_config: models.ModelConfig, optimizer: optax.GradientTransformation,
-                       seed: int, data_parallel: parallel.DataParallel) -> TrainState:
+def create_train_state(
+  model_config: models.ModelConfig,
+  optimizer: optax.GradientTransformation,
+  seed: int,
+  data_parallel: parallel.DataParallel,
+) -> TrainState:
   """A new run's state, built under jit and placed as `data_parallel`'s wrapped steps take it."""
   return data_parallel.init_state(
-      functools.partial(init_train_state, model_config, optimizer, seed))
+    functools.partial(init_train_state, model_config, optimizer, seed)
+  )
 
 
-def compile_train_step(model: models.Transformer, optimizer: optax.GradientTransformation,
-                       label_smoothing: float, data_parallel: parallel.DataParallel, state,
-                       device_batch: dict):
+def compile_train_step(
+  model: models.Transformer,
+  optimizer: optax.GradientTransformation,
+  label_smoothing: float,
+  data_parallel: parallel.DataParallel,
+  state,
+  device_batch: dict,
+):
   """`train_step` wrapped by `data_parallel` (state donated) and compiled ahead of time for
   `device_batch`'s shapes: `compiled(state, device_batch) -> (state, metrics)`, whose metrics
   become one copy with `data_parallel.unreplicate`."""
-  step = functools.partial(train_step, model=model, optimizer=optimizer,
-                           label_smoothing=label_smoothing)
-  return data_parallel.wrap(step).lower(state, device_batch).compile()
+  step = functools.partial(
+    train_step, model=model, optimizer=optimizer, label_smoothing=label_smoothing
+  )
+  wrapped = data_parallel.wrap(step)
+  return wrapped.lower(state, device_batch).compile()  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------------
@@ -148,16 +176,19 @@ def fields_added_at_default(saved: dict, current: dict, defaults: dict) -> list[
   """The flattened fields that `current` has and the `saved` config lacks (a newer version of
   the code added them) whose current value is their default in `defaults`: a run saved before
   the field existed trained with that default, so it may resume."""
-  return sorted(k for k in current.keys() - saved.keys()
-                if k in defaults and current[k] == defaults[k])
+  return sorted(
+    k for k in current.keys() - saved.keys() if k in defaults and current[k] == defaults[k]
+  )
 
 
 def _section_defaults() -> dict:
   """Every run section's field defaults (its dataclass in `CONFIG_SECTIONS`),
   flattened and JSON-typed as in config.json."""
-  return {f"{name}.{field.name}": json.loads(json.dumps(field.default))
-          for name in _RUN_SECTIONS
-          for field in dataclasses.fields(CONFIG_SECTIONS[name])}
+  return {
+    f"{name}.{field.name}": json.loads(json.dumps(field.default))
+    for name in _RUN_SECTIONS
+    for field in dataclasses.fields(CONFIG_SECTIONS[name])
+  }
 
 
 def _check_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> None:
@@ -168,9 +199,13 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: b
   current = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
     try:
-      saved = checkpoint.read_json(path, fix=(
+      saved = checkpoint.read_json(
+        path,
+        fix=(
           f"restore it from a copy, delete it to resume {workdir}'s checkpoints with the "
-          f"config given now, or pass --overwrite to delete that run and start again"))
+          f"config given now, or pass --overwrite to delete that run and start again"
+        ),
+      )
       old = _flatten({k: saved.get(k) for k in _RUN_SECTIONS})
     except checkpoint.RunStateError:
       if not overwrite:
@@ -180,15 +215,23 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: b
     if old is not None and new.keys() - old.keys():
       added = fields_added_at_default(old, new, _section_defaults())
       if added:
-        logging.info("%s predates the fields %s; resuming with their defaults", path,
-                     ", ".join(f"{k}={new[k]!r}" for k in added))
+        logging.info(
+          "%s predates the fields %s; resuming with their defaults",
+          path,
+          ", ".join(f"{k}={new[k]!r}" for k in added),
+        )
         old.update({k: new[k] for k in added})
-    changed = (["config.json"] if old is None else
-               sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)))
+    changed = (
+      ["config.json"]
+      if old is None
+      else sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    )
     if changed and not overwrite:
-      raise ValueError(f"workdir {workdir} holds a run of a different config (differs in "
-                       f"{', '.join(changed[:8])}); use another --workdir, or pass "
-                       f"--overwrite to delete that run and start again")
+      raise ValueError(
+        f"workdir {workdir} holds a run of a different config (differs in "
+        f"{', '.join(changed[:8])}); use another --workdir, or pass "
+        f"--overwrite to delete that run and start again"
+      )
     if changed:
       logging.warning("overwriting the run in %s", workdir)
       shutil.rmtree(workdir)
@@ -202,7 +245,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   every section of `train_config.CONFIG_SECTIONS` as its dataclass, which refuses unknown
   fields and bad values with a ConfigError naming the field, the value and the fix."""
   for section, section_class in CONFIG_SECTIONS.items():
-    section_class.from_mapping(config[section])
+    section_class.from_mapping(config[section])  # type: ignore[attr-defined]
 
 
 def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> models.ModelConfig:
@@ -215,10 +258,17 @@ def model_config_from(config: ml_collections.ConfigDict, vocab_size: int) -> mod
 class Trainer:
   """A training run in `workdir`: resumes from its checkpoints, logs, checkpoints, evaluates."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
-               overwrite: bool = False, show_progress: Optional[bool] = None,
-               progress_position: int = 0):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    overwrite: bool = False,
+    show_progress: Optional[bool] = None,
+    progress_position: int = 0,
+  ):
     from wt import data as data_lib  # pylint: disable=g-import-not-at-top
+
     self.config, self.workdir = config, workdir
     train_config = config.train
     validate_config(config)
@@ -226,31 +276,43 @@ class Trainer:
     self.is_chief = jax.process_index() == 0
     self.parallel = parallel.data_parallel(train_config.wrapper)
     self.data = data_lib.load_translation_data(
-        config.data, row_multiple=jax.local_device_count(), process_index=jax.process_index(),
-        process_count=jax.process_count())
+      config.data,
+      row_multiple=jax.local_device_count(),
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
     self.model_config = model_config_from(config, self.data.tokenizer.vocab_size)
     self.model = models.Transformer(self.model_config)
     self.optimizer, self.schedules = optim.make_optimizer(train_config, self.model_config)
-    self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                                keep=train_config.keep_checkpoints)
+    self.checkpointer = checkpoint.Checkpointer(
+      os.path.join(workdir, "checkpoints"), keep=train_config.keep_checkpoints
+    )
     self.writer = metrics.MetricWriter(workdir, enabled=self.is_chief)
-    self._eval_step = self.parallel.wrap(functools.partial(
-        eval_step, model=self.model, label_smoothing=train_config.label_smoothing), donate=False)
+    self._eval_step = self.parallel.wrap(
+      functools.partial(eval_step, model=self.model, label_smoothing=train_config.label_smoothing),
+      donate=False,
+    )
     self._restore_or_init()
     self.batches = self.data.train_batches(train_config.seed, start=self.data_position)
     self.compile_seconds = self._compile_all_shapes()
     show = self.is_chief if show_progress is None else show_progress
     # A bar on a terminal, a plain line every $WT_PROGRESS_SECONDS (30) s in a log file.
-    self.progress = progress.Progress(train_config.num_steps, initial=self.step, enabled=show,
-                                      desc=os.path.basename(os.path.normpath(workdir)),
-                                      unit="step", position=progress_position)
+    self.progress = progress.Progress(
+      train_config.num_steps,
+      initial=self.step,
+      enabled=show,
+      desc=os.path.basename(os.path.normpath(workdir)),
+      unit="step",
+      position=progress_position,
+    )
 
   # -- construction --------------------------------------------------------------------------
 
   def _restore_or_init(self):
     seed = self.config.train.seed
     abstract = self.parallel.abstract_state(
-        functools.partial(init_train_state, self.model_config, self.optimizer, seed))
+      functools.partial(init_train_state, self.model_config, self.optimizer, seed)
+    )
     restored = self.checkpointer.restore(abstract, move_aside=True)
     if restored is None:
       self.state = create_train_state(self.model_config, self.optimizer, seed, self.parallel)
@@ -275,11 +337,18 @@ class Trainer:
     self._compiled = {}
     for rows, source_len, target_len in self.data.batch_shapes:
       local_rows = rows // jax.process_count()
-      fake = {"inputs": np.zeros((local_rows, source_len), np.int32),
-              "targets": np.zeros((local_rows, target_len), np.int32)}
+      fake = {
+        "inputs": np.zeros((local_rows, source_len), np.int32),
+        "targets": np.zeros((local_rows, target_len), np.int32),
+      }
       self._compiled[(source_len, target_len)] = compile_train_step(
-          self.model, self.optimizer, self.config.train.label_smoothing, self.parallel,
-          self.state, self._device_batch(fake))
+        self.model,
+        self.optimizer,
+        self.config.train.label_smoothing,
+        self.parallel,
+        self.state,
+        self._device_batch(fake),
+      )
     seconds = time.perf_counter() - start
     logging.info("compiled %d training shapes in %.1f s", len(self._compiled), seconds)
     return seconds
@@ -300,21 +369,26 @@ class Trainer:
 
   def _check_finite(self, summed: dict):
     # `summed` is already on the host: train_until fetches it before every check.
-    broken = {name: float(total) for name, (total, _) in summed.items()
-              if not np.isfinite(total)}
+    broken = {name: float(total) for name, (total, _) in summed.items() if not np.isfinite(total)}
     if broken:
       last = self.checkpointer.steps()
       raise TrainingDivergedError(
-          f"training {', '.join(f'{k}={v}' for k, v in broken.items())} by step {self.step} "
-          f"in {self.workdir}; the run "
-          f"stopped and the last good checkpoint ({last[-1] if last else 'none'}) is kept. "
-          f"Lower train.learning_rate_scale or raise train.warmup_steps, then resume")
+        f"training {', '.join(f'{k}={v}' for k, v in broken.items())} by step {self.step} "
+        f"in {self.workdir}; the run "
+        f"stopped and the last good checkpoint ({last[-1] if last else 'none'}) is kept. "
+        f"Lower train.learning_rate_scale or raise train.warmup_steps, then resume"
+      )
 
   def save_checkpoint(self):
-    self.checkpointer.save(self.step, self._logical_state(),
-                           {"data_position": self.data_position,
-                            "train_seconds": self.train_seconds,
-                            "train_tokens": self.train_tokens})
+    self.checkpointer.save(
+      self.step,
+      self._logical_state(),
+      {
+        "data_position": self.data_position,
+        "train_seconds": self.train_seconds,
+        "train_tokens": self.train_tokens,
+      },
+    )
 
   def train_until(self, until_step: int) -> None:
     """Trains to `until_step` (capped at train.num_steps), logging and checkpointing."""
@@ -330,7 +404,7 @@ class Trainer:
       self.data_position = batch["position"]
       log_now = self.step % cfg.log_every == 0 or self.step == until_step
       if log_now or self.step % cfg.checkpoint_every == 0 or self.step == cfg.num_steps:
-        pending = jax.device_get(pending)   # waits for the step: the timing includes it
+        pending = jax.device_get(pending)  # waits for the step: the timing includes it
       elapsed = time.perf_counter() - tick
       self.train_seconds += elapsed
       pending_seconds += elapsed
@@ -355,13 +429,15 @@ class Trainer:
     scalars["train/seconds"] = self.train_seconds
     for name, schedule in self.schedules.items():
       scalars[f"train/{name}"] = float(schedule(self.step - 1))
-    for name, values in branch_weight_values(self.params(),
-                                             self.model_config.branch_weights).items():
+    for name, values in branch_weight_values(
+      self.params(), self.model_config.branch_weights
+    ).items():
       for i, value in enumerate(np.asarray(values)):
         scalars[f"branch/{name}/{i}"] = float(value)
     self.writer.write(self.step, scalars)
-    self.progress.set_metrics(loss=scalars["train/loss"],
-                              tokens_per_second=scalars["train/tokens_per_second"])
+    self.progress.set_metrics(
+      loss=scalars["train/loss"], tokens_per_second=scalars["train/tokens_per_second"]
+    )
 
   def evaluate(self, split: Optional[str] = None) -> dict[str, float]:
     """Validation loss, NLL, perplexity and accuracy over a whole split; logged."""
@@ -378,8 +454,9 @@ class Trainer:
     scalars["eval/seconds"] = time.perf_counter() - start
     self.writer.write(self.step, scalars)
     self.last_eval = results
-    logging.info("step %d %s: %s", self.step, split,
-                 ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
+    logging.info(
+      "step %d %s: %s", self.step, split, ", ".join(f"{k}={v:.4f}" for k, v in results.items())
+    )
     return results
 
   def close(self):
@@ -388,9 +465,13 @@ class Trainer:
     self.progress.close()
 
   def summary(self) -> dict:
-    return {"step": self.step, "train_seconds": self.train_seconds,
-            "train_tokens": self.train_tokens, "compile_seconds": self.compile_seconds,
-            "num_params": self.num_params}
+    return {
+      "step": self.step,
+      "train_seconds": self.train_seconds,
+      "train_tokens": self.train_tokens,
+      "compile_seconds": self.compile_seconds,
+      "num_params": self.num_params,
+    }
 
 
 # ------------------------------------------------------------------------------------------
@@ -401,11 +482,19 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in `workdir` was trained with (its config.json)."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training workdir "
-                            f"(train one with python -m experiments.run --workdir {workdir})")
-  return ml_collections.ConfigDict(checkpoint.read_json(path, fix=(
-      f"restore it from a copy, or delete it and rerun python -m experiments.run with the "
-      f"run's config and --workdir {workdir}, which writes it again and resumes the run")))
+    raise FileNotFoundError(
+      f"{path} does not exist: {workdir} is not a training workdir "
+      f"(train one with python -m experiments.run --workdir {workdir})"
+    )
+  return ml_collections.ConfigDict(
+    checkpoint.read_json(
+      path,
+      fix=(
+        f"restore it from a copy, or delete it and rerun python -m experiments.run with the "
+        f"run's config and --workdir {workdir}, which writes it again and resumes the run"
+      ),
+    )
+  )
 
 
 def restore_params(workdir: str, average_last: int = 1):
@@ -422,8 +511,9 @@ def restore_params(workdir: str, average_last: int = 1):
     checkpointer.close()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       overwrite: bool = False) -> dict:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False
+) -> dict:
   """Trains (or resumes) the configured model in `workdir` to train.num_steps.
 
   Returns the run's summary: final step, training seconds, compile seconds, parameter count
@@ -432,7 +522,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   trainer = Trainer(config, workdir, overwrite=overwrite)
   try:
     if trainer.step < config.train.num_steps:
-      trainer.train_until(config.train.num_steps)   # evaluates at the last step
+      trainer.train_until(config.train.num_steps)  # evaluates at the last step
       final = trainer.last_eval
     else:
       final = trainer.evaluate()

@@ -34,6 +34,7 @@ class TrainConfig(checks.Section, section="train"):
     wrapper: "shard_map" (jit, the default) or "pmap" (legacy): see wt/parallel.py.
     log_every, eval_every, checkpoint_every: cadences in steps. keep_checkpoints: steps kept.
   """
+
   seed: int = 0
   num_steps: int = 100_000
   warmup_steps: int = 4000
@@ -53,21 +54,37 @@ class TrainConfig(checks.Section, section="train"):
 
   def __post_init__(self):
     checks.check_types(self)
-    checks.positive_int(self, "num_steps", "warmup_steps", "branch_warmup_steps", "log_every",
-                        "eval_every", "checkpoint_every", "keep_checkpoints")
+    checks.positive_int(
+      self,
+      "num_steps",
+      "warmup_steps",
+      "branch_warmup_steps",
+      "log_every",
+      "eval_every",
+      "checkpoint_every",
+      "keep_checkpoints",
+    )
     checks.positive(self, "learning_rate_scale", "adam_eps")
     checks.in_range(self, 0.0, 1.0, "adam_b1", "adam_b2", "label_smoothing")
     checks.one_of(self, "branch_schedule", optim.BRANCH_SCHEDULES)
     checks.one_of(self, "wrapper", parallel.WRAPPERS)
-    checks.at_least(self, "branch_freeze_steps", -1, "(-1: the paper's 1/6 of the steps, "
-                                                     "0: never)")
+    checks.at_least(self, "branch_freeze_steps", -1, "(-1: the paper's 1/6 of the steps, 0: never)")
     if optim.branch_freeze_steps(self) >= self.num_steps:
-      raise checks.fail(self, "branch_freeze_steps", f"freezes kappa/alpha for the whole run "
-                        f"of train.num_steps={self.num_steps}; use fewer (or -1 for the "
-                        f"paper's 1/6, 0 for never)")
+      raise checks.fail(
+        self,
+        "branch_freeze_steps",
+        f"freezes kappa/alpha for the whole run "
+        f"of train.num_steps={self.num_steps}; use fewer (or -1 for the "
+        f"paper's 1/6, 0 for never)",
+      )
 
 
 # The sections of a run's config that the library reads, each built (and so checked) by
 # wt/train.py's validate_config; the experiments add `compare`.
-CONFIG_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
-                   "decode": DecodeConfig, "distributed": parallel.DistributedConfig}
+CONFIG_SECTIONS = {
+  "model": ModelConfig,
+  "data": DataConfig,
+  "train": TrainConfig,
+  "decode": DecodeConfig,
+  "distributed": parallel.DistributedConfig,
+}

@@ -37,6 +37,7 @@ class CompareConfig(checks.Section, section="compare"):
   machine that slows down slows every model alike. splits: decoded and scored after training
   (the first is the report's headline). notes: shown under the report's table.
   """
+
   models: tuple[str, ...] = ATTENTIONS
   seeds: tuple[int, ...] = (0,)
   interleave: bool = True
@@ -56,7 +57,8 @@ SECTIONS = {**CONFIG_SECTIONS, "compare": CompareConfig}
 class UnknownFieldError(flags.Error, checks.ConfigError, KeyError):
   """An unknown name in an experiment config. A flags.Error, so that absl reports a mistyped
   `--config.<section>.<field>` as one line; a KeyError, as ConfigDict lookups raise."""
-  __str__ = Exception.__str__   # KeyError's would quote the message
+
+  __str__ = Exception.__str__  # KeyError's would quote the message
 
 
 class ExperimentConfig(ml_collections.ConfigDict):
@@ -86,10 +88,14 @@ class ExperimentConfig(ml_collections.ConfigDict):
   def _unknown(self, key) -> UnknownFieldError:
     section_class = self.__dict__.get("_section_class")
     if section_class is None:
-      return UnknownFieldError(checks.unknown_fields_message(
-          "", [key], self.keys(), where="SECTIONS in experiments/configs/base.py"))
-    return UnknownFieldError(checks.unknown_fields_message(
-        section_class.SECTION, [key], self.keys(), where=section_class))
+      return UnknownFieldError(
+        checks.unknown_fields_message(
+          "", [key], self.keys(), where="SECTIONS in experiments/configs/base.py"
+        )
+      )
+    return UnknownFieldError(
+      checks.unknown_fields_message(section_class.SECTION, [key], self.keys(), where=section_class)
+    )
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -105,9 +111,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   first unknown section or field (with the closest valid name) or bad value, and the fix."""
   unknown = sorted(set(config.keys()) - set(SECTIONS))
   if unknown:
-    raise checks.ConfigError(checks.unknown_fields_message(
-        "", unknown, SECTIONS, where="SECTIONS in experiments/configs/base.py"))
-  sections = {name: section_class.from_mapping(config[name])
-              for name, section_class in SECTIONS.items()}
+    raise checks.ConfigError(
+      checks.unknown_fields_message(
+        "", unknown, SECTIONS, where="SECTIONS in experiments/configs/base.py"
+      )
+    )
+  sections = {
+    name: section_class.from_mapping(config[name]) for name, section_class in SECTIONS.items()
+  }
   compare, data = sections["compare"], sections["data"]
   checks.each_one_of(compare, "splits", DATASET_SPLITS[data.dataset])

@@ -14,18 +14,40 @@ Variants (the argument after the colon):
 from experiments.configs.base import get_base_config
 
 PRESETS = {
-    # model size, steps, warm-up, batch (token slots per side), seeds, log/eval/ckpt cadence
-    "quick": dict(model=dict(num_layers=2, d_model=128, d_ff=512, num_heads=4,
-                             num_branches=4),
-                  vocab_size=8000, num_steps=600, warmup_steps=200, tokens_per_batch=2048,
-                  seeds=(0,), log_every=25, eval_every=100, checkpoint_every=200),
-    "small": dict(model=dict(num_layers=2, d_model=128, d_ff=512, num_heads=4,
-                             num_branches=4),
-                  vocab_size=8000, num_steps=3000, warmup_steps=400, tokens_per_batch=2048,
-                  seeds=(0, 1, 2), log_every=50, eval_every=250, checkpoint_every=500),
-    "tiny": dict(model=dict(num_layers=1, d_model=32, d_ff=64, num_heads=4, num_branches=4),
-                 vocab_size=500, num_steps=20, warmup_steps=10, tokens_per_batch=512,
-                 seeds=(0,), log_every=5, eval_every=10, checkpoint_every=10),
+  # model size, steps, warm-up, batch (token slots per side), seeds, log/eval/ckpt cadence
+  "quick": dict(
+    model=dict(num_layers=2, d_model=128, d_ff=512, num_heads=4, num_branches=4),
+    vocab_size=8000,
+    num_steps=600,
+    warmup_steps=200,
+    tokens_per_batch=2048,
+    seeds=(0,),
+    log_every=25,
+    eval_every=100,
+    checkpoint_every=200,
+  ),
+  "small": dict(
+    model=dict(num_layers=2, d_model=128, d_ff=512, num_heads=4, num_branches=4),
+    vocab_size=8000,
+    num_steps=3000,
+    warmup_steps=400,
+    tokens_per_batch=2048,
+    seeds=(0, 1, 2),
+    log_every=50,
+    eval_every=250,
+    checkpoint_every=500,
+  ),
+  "tiny": dict(
+    model=dict(num_layers=1, d_model=32, d_ff=64, num_heads=4, num_branches=4),
+    vocab_size=500,
+    num_steps=20,
+    warmup_steps=10,
+    tokens_per_batch=512,
+    seeds=(0,),
+    log_every=5,
+    eval_every=10,
+    checkpoint_every=10,
+  ),
 }
 
 

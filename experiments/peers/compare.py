@@ -27,14 +27,19 @@ from experiments.peers import process
 
 EAGER = "torch eager"
 
-Timer = Callable[[], float]   # runs once, returns its own seconds
+Timer = Callable[[], float]  # runs once, returns its own seconds
 
 
 class Contender:
   """A process's probe and its named steps, each with the FLOPs its step counts."""
 
-  def __init__(self, process: str, probe: Timer, steps: Mapping[str, tuple[Timer, float]],
-               startup_seconds: Mapping[str, float]):
+  def __init__(
+    self,
+    process: str,
+    probe: Timer,
+    steps: Mapping[str, tuple[Timer, float]],
+    startup_seconds: Mapping[str, float],
+  ):
     self.process, self.probe = process, probe
     self.steps, self.startup_seconds = dict(steps), dict(startup_seconds)
 
@@ -50,56 +55,91 @@ def run_rounds(contenders: list[Contender], rounds: int, warmup: int) -> dict:
     order = contenders[::-1] if round_index % 2 else contenders
     for contender in order:
       measured = [((contender.process, "probe"), contender.probe())]
-      measured += [((contender.process, name), timer())
-                   for name, (timer, _) in contender.steps.items()]
+      measured += [
+        ((contender.process, name), timer()) for name, (timer, _) in contender.steps.items()
+      ]
       if round_index >= warmup:
         for key, seconds in measured:
           times[key].append(seconds)
   return dict(times)
 
 
-def summarise(contenders: list[Contender], times: dict, probe_flops: float,
-              jax_process: str) -> list[dict]:
+def summarise(
+  contenders: list[Contender], times: dict, probe_flops: float, jax_process: str
+) -> list[dict]:
   """One row per step: medians of the same-round ratios (module docstring)."""
-  eager = next(((c.process, name) for c in contenders for name in c.steps if name == EAGER),
-               None)
+  eager = next(((c.process, name) for c in contenders for name in c.steps if name == EAGER), None)
   jax_probe = times[(jax_process, "probe")]
   rows = []
   for contender in contenders:
     probe = times[(contender.process, "probe")]
     for name, (_, flops) in contender.steps.items():
       steps = times[(contender.process, name)]
-      rows.append(dict(
-          implementation=name, process=contender.process, step_seconds=_median(steps),
-          x_torch_eager=(_median([s / e for s, e in zip(steps, times[eager])])
-                         if eager else None),
+      rows.append(
+        dict(
+          implementation=name,
+          process=contender.process,
+          step_seconds=_median(steps),
+          x_torch_eager=(_median([s / e for s, e in zip(steps, times[eager])]) if eager else None),
           mfu=_median([flops / s / (probe_flops / p) for s, p in zip(steps, probe)]),
-          flops=flops, probe_flops_per_second=_median([probe_flops / p for p in probe]),
+          flops=flops,
+          probe_flops_per_second=_median([probe_flops / p for p in probe]),
           x_jax_probe=_median([p / j for p, j in zip(probe, jax_probe)]),
-          startup_seconds=contender.startup_seconds.get(name), step_seconds_all=steps))
+          startup_seconds=contender.startup_seconds.get(name),
+          step_seconds_all=steps,
+        )
+      )
   return rows
 
 
-def time_against_peers(jax_steps: Mapping[str, tuple[Timer, float, float]], jax_probe: Timer,
-                       probe_flops: float, peers: list[str], worker_args: list[str],
-                       peer_flops: float, rounds: int, warmup: int) -> list[dict]:
+def skipped_without_torch() -> dict | None:
+  """The peers section's result when torch is missing ({"skipped": why, with the install
+  command}, also printed to stderr); None when it can run."""
+  message = process.missing_torch_message()
+  if message is None:
+    return None
+  print(f"  {message}", file=sys.stderr)
+  return {"skipped": message}
+
+
+def time_against_peers(
+  jax_steps: Mapping[str, tuple[Timer, float, float]],
+  jax_probe: Timer,
+  probe_flops: float,
+  peers: list[str],
+  worker_args: list[str],
+  peer_flops: float,
+  rounds: int,
+  warmup: int,
+) -> list[dict]:
   """Starts a worker per peer ("torch-eager", "torch-compile"), runs the rounds and returns
   the rows of `summarise`. `jax_steps`: {name: (timer, FLOPs, compile seconds)}; the workers
   get `worker_args` (sizes and probe) and count `peer_flops` per step."""
-  contenders = [Contender("jax", jax_probe,
-                          {name: (timer, flops) for name, (timer, flops, _) in jax_steps.items()},
-                          {name: seconds for name, (_, _, seconds) in jax_steps.items()})]
+  contenders = [
+    Contender(
+      "jax",
+      jax_probe,
+      {name: (timer, flops) for name, (timer, flops, _) in jax_steps.items()},
+      {name: seconds for name, (_, _, seconds) in jax_steps.items()},
+    )
+  ]
   workers = []
   try:
     for peer in peers:
       name = peer.replace("-", " ")
       print(f"  starting {name} ...", file=sys.stderr)
-      worker = process.PeerProcess(name, list(worker_args)
-                                   + (["--compile"] if peer == "torch-compile" else []))
+      worker = process.PeerProcess(
+        name, list(worker_args) + (["--compile"] if peer == "torch-compile" else [])
+      )
       workers.append(worker)
-      contenders.append(Contender(f"torch ({peer})", lambda w=worker: w.request("probe"),
-                                  {name: (lambda w=worker: w.request("step"), peer_flops)},
-                                  {name: worker.startup_seconds}))
+      contenders.append(
+        Contender(
+          f"torch ({peer})",
+          lambda w=worker: w.request("probe"),
+          {name: (lambda w=worker: w.request("step"), peer_flops)},
+          {name: worker.startup_seconds},
+        )
+      )
     times = run_rounds(contenders, rounds, warmup)
   finally:
     for worker in workers:
@@ -113,12 +153,21 @@ def markdown(result: dict) -> list[str]:
   if "skipped" in result:
     return out + [result["skipped"], ""]
   out += [result["description"], ""]
-  header = ["implementation", "process", "step s", "x torch eager", "MFU",
-            "probe GFLOP/s (own process)", "startup s"]
+  header = [
+    "implementation",
+    "process",
+    "step s",
+    "x torch eager",
+    "MFU",
+    "probe GFLOP/s (own process)",
+    "startup s",
+  ]
   out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in result["rows"]:
     ratio = "" if r["x_torch_eager"] is None else f"{r['x_torch_eager']:.3f}"
     startup = "" if r["startup_seconds"] is None else f"{r['startup_seconds']:.1f}"
-    out.append(f"| {r['implementation']} | {r['process']} | {r['step_seconds']:.3f} | {ratio} "
-               f"| {r['mfu']:.2f} | {r['probe_flops_per_second'] / 1e9:.1f} | {startup} |")
+    out.append(
+      f"| {r['implementation']} | {r['process']} | {r['step_seconds']:.3f} | {ratio} "
+      f"| {r['mfu']:.2f} | {r['probe_flops_per_second'] / 1e9:.1f} | {startup} |"
+    )
   return out + [""]

@@ -15,8 +15,10 @@ import time
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 TORCH_WORKER = "experiments.peers.torch_transformer"
-INSTALL_HINT = ("install the pinned CPU build with `pip install -r requirements-peers.txt` "
-                "(or `pip install -e .[peers]`)")
+INSTALL_HINT = (
+  "install the pinned CPU build with `pip install -r requirements-peers.txt` "
+  "(or `pip install -e .[peers]`)"
+)
 
 
 def missing_torch_message() -> Optional[str]:
@@ -33,8 +35,9 @@ def seconds_of(fn: Callable[[], object]) -> float:
   return time.perf_counter() - start
 
 
-def serve(commands: Mapping[str, Callable[[], object]], lines: Iterable[str],
-          reply: Callable[[str], None]) -> None:
+def serve(
+  commands: Mapping[str, Callable[[], object]], lines: Iterable[str], reply: Callable[[str], None]
+) -> None:
   """The worker's loop: answers each command line with the seconds that command took, until
   `quit` or the end of `lines`; an unknown command raises ValueError."""
   for line in lines:
@@ -42,8 +45,9 @@ def serve(commands: Mapping[str, Callable[[], object]], lines: Iterable[str],
     if command == "quit":
       return
     if command not in commands:
-      raise ValueError(f"unknown command {command!r}; expected one of "
-                       f"{', '.join(sorted(commands))} or quit")
+      raise ValueError(
+        f"unknown command {command!r}; expected one of {', '.join(sorted(commands))} or quit"
+      )
     reply(f"{seconds_of(commands[command]):.6f}")
 
 
@@ -61,9 +65,13 @@ class PeerProcess:
 
   def __init__(self, name: str, args: Sequence[str] = (), module: str = TORCH_WORKER):
     self.name = name
-    self._process = subprocess.Popen([sys.executable, "-m", module, *args],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     bufsize=1)
+    self._process = subprocess.Popen(
+      [sys.executable, "-m", module, *args],
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
+      bufsize=1,
+    )
     try:
       self.startup_seconds = self._read_seconds("ready")
     except BaseException:
@@ -75,8 +83,9 @@ class PeerProcess:
     line = self._process.stdout.readline().strip()
     if not line:
       code = self._process.wait()
-      raise PeerError(f"peer {self.name} exited (status {code}) without an answer; its "
-                      f"stderr above says why")
+      raise PeerError(
+        f"peer {self.name} exited (status {code}) without an answer; its stderr above says why"
+      )
     if line.startswith("error"):
       raise PeerError(f"peer {self.name}: {line}")
     words = line.split()

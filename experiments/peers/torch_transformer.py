@@ -37,8 +37,9 @@ from torch.nn import functional as F
 from experiments.peers import process
 
 # The bench-small shapes (experiments/bench.py SIZES): the defaults of the worker's flags.
-BENCH_SMALL = dict(vocab=8192, d_model=256, heads=8, d_ff=1024, layers=3, batch=32,
-                   source_len=64, target_len=64)
+BENCH_SMALL = dict(
+  vocab=8192, d_model=256, heads=8, d_ff=1024, layers=3, batch=32, source_len=64, target_len=64
+)
 
 
 def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
@@ -54,24 +55,42 @@ def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
 class TorchTransformer(nn.Module):
   """Encoder-decoder with shared embeddings around `nn.Transformer`; returns the loss."""
 
-  def __init__(self, vocab: int, d_model: int, heads: int, d_ff: int, layers: int,
-               dropout: float = 0.1, label_smoothing: float = 0.1, max_len: int = 512):
+  def __init__(
+    self,
+    vocab: int,
+    d_model: int,
+    heads: int,
+    d_ff: int,
+    layers: int,
+    dropout: float = 0.1,
+    label_smoothing: float = 0.1,
+    max_len: int = 512,
+  ):
     super().__init__()
     self.d_model, self.label_smoothing = d_model, label_smoothing
     self.embed = nn.Embedding(vocab, d_model)
-    nn.init.normal_(self.embed.weight, std=d_model ** -0.5)
+    nn.init.normal_(self.embed.weight, std=d_model**-0.5)
     self.register_buffer("positions", torch.from_numpy(sinusoidal_table(max_len, d_model)))
     self.embedding_dropout = nn.Dropout(dropout)
     self.transformer = nn.Transformer(
-        d_model, heads, layers, layers, d_ff, dropout, activation="relu", batch_first=True,
-        norm_first=False, layer_norm_eps=1e-6)
+      d_model,
+      heads,
+      layers,
+      layers,
+      d_ff,
+      dropout,
+      activation="relu",
+      batch_first=True,
+      norm_first=False,
+      layer_norm_eps=1e-6,
+    )
     self.transformer.encoder.norm = None
     self.transformer.decoder.norm = None
     for layer in [*self.transformer.encoder.layers, *self.transformer.decoder.layers]:
-      layer.dropout = nn.Identity()   # the FFN's hidden-layer dropout (wt: relu_dropout_rate 0)
+      layer.dropout = nn.Identity()  # the FFN's hidden-layer dropout (wt: relu_dropout_rate 0)
       for attention in (layer.self_attn, getattr(layer, "multihead_attn", None)):
         if attention is not None:
-          attention.dropout = 0.0     # dropout on attention weights (wt: attention_dropout 0)
+          attention.dropout = 0.0  # dropout on attention weights (wt: attention_dropout 0)
 
   def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
     x = self.embed(tokens) * math.sqrt(self.d_model) + self.positions[: tokens.shape[1]]
@@ -81,36 +100,54 @@ class TorchTransformer(nn.Module):
     """Label-smoothed cross entropy per non-pad target token (0 = pad and start symbol)."""
     decoder_inputs = F.pad(targets, (1, 0))[:, :-1]
     length = targets.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool).triu(1)   # True: may not attend
+    causal = torch.ones(length, length, dtype=torch.bool).triu(1)  # True: may not attend
     source_pad, target_pad = inputs == 0, targets == 0
     hidden = self.transformer(
-        self._embed(inputs), self._embed(decoder_inputs), tgt_mask=causal,
-        src_key_padding_mask=source_pad, tgt_key_padding_mask=target_pad,
-        memory_key_padding_mask=source_pad)
+      self._embed(inputs),
+      self._embed(decoder_inputs),
+      tgt_mask=causal,
+      src_key_padding_mask=source_pad,
+      tgt_key_padding_mask=target_pad,
+      memory_key_padding_mask=source_pad,
+    )
     logits = hidden @ self.embed.weight.t()
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=0, label_smoothing=self.label_smoothing,
-                           reduction="sum")
+    loss = F.cross_entropy(
+      logits.reshape(-1, logits.shape[-1]),
+      targets.reshape(-1),
+      ignore_index=0,
+      label_smoothing=self.label_smoothing,
+      reduction="sum",
+    )
     return loss / (~target_pad).sum().clamp(min=1)
 
 
 def noam(d_model: int, warmup: int = 4000):
   """Vaswani et al.'s learning rate as a LambdaLR factor (the base lr is 1)."""
-  return lambda step: d_model ** -0.5 * min((step + 1) ** -0.5, (step + 1) * warmup ** -1.5)
+  return lambda step: d_model**-0.5 * min((step + 1) ** -0.5, (step + 1) * warmup**-1.5)
 
 
 class TrainStep:
   """Model, Adam and a fixed batch of random full-length sentences (as experiments/bench.py)."""
 
-  def __init__(self, vocab: int, d_model: int, heads: int, d_ff: int, layers: int, batch: int,
-               source_len: int, target_len: int, *, compile_model: bool = False,
-               seed: int = 0):
+  def __init__(
+    self,
+    vocab: int,
+    d_model: int,
+    heads: int,
+    d_ff: int,
+    layers: int,
+    batch: int,
+    source_len: int,
+    target_len: int,
+    *,
+    compile_model: bool = False,
+    seed: int = 0,
+  ):
     torch.manual_seed(seed)
     self.model = TorchTransformer(vocab, d_model, heads, d_ff, layers)
     self.model.train()
     self.forward = torch.compile(self.model) if compile_model else self.model
-    self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=(0.9, 0.98),
-                                      eps=1e-9)
+    self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, noam(d_model))
     rng = np.random.default_rng(seed)
     self.inputs = torch.from_numpy(rng.integers(2, vocab, (batch, source_len)).astype(np.int64))
@@ -145,7 +182,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   out = sys.stdout
-  sys.stdout = sys.stderr   # stray prints (torch.compile's) must not break the protocol
+  sys.stdout = sys.stderr  # stray prints (torch.compile's) must not break the protocol
 
   def reply(text: str):
     out.write(text + "\n")

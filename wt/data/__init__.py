@@ -17,5 +17,11 @@ from wt.data.errors import DataError
 from wt.data.pipeline import TranslationData, load_translation_data
 from wt.data.tokenizer import Tokenizer
 
-__all__ = ["DataError", "TranslationData", "Tokenizer", "default_data_config",
-           "load_translation_data", "validate_data_config"]
+__all__ = [
+  "DataError",
+  "TranslationData",
+  "Tokenizer",
+  "default_data_config",
+  "load_translation_data",
+  "validate_data_config",
+]

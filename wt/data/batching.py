@@ -100,9 +100,14 @@ def _sorted_by_slots(shapes) -> list[Shape]:
   return sorted(set(shapes), key=lambda shape: (shape[0] + shape[1], shape))
 
 
-def choose_bucket_lengths(source_lengths: np.ndarray, target_lengths: np.ndarray, *,
-                          num_buckets: int, quantum: int,
-                          refinement_rounds: int = 2) -> list[Shape]:
+def choose_bucket_lengths(
+  source_lengths: np.ndarray,
+  target_lengths: np.ndarray,
+  *,
+  num_buckets: int,
+  quantum: int,
+  refinement_rounds: int = 2,
+) -> list[Shape]:
   """At most `num_buckets` (S, T) shapes (multiples of `quantum`) that hold every example.
 
   Minimises the sum over examples of S + T of the smallest shape the example fits: the
@@ -112,8 +117,9 @@ def choose_bucket_lengths(source_lengths: np.ndarray, target_lengths: np.ndarray
   scores every candidate shape at once on the 2-D length histogram, in O(buckets x S x T).
   Returns the shapes sorted by S + T.
   """
-  cells = np.stack([-(-np.asarray(source_lengths) // quantum),
-                    -(-np.asarray(target_lengths) // quantum)])
+  cells = np.stack(
+    [-(-np.asarray(source_lengths) // quantum), -(-np.asarray(target_lengths) // quantum)]
+  )
   size = tuple(int(n) + 1 for n in cells.max(axis=1))
   counts = np.zeros(size)
   np.add.at(counts, tuple(cells), 1)
@@ -124,7 +130,7 @@ def choose_bucket_lengths(source_lengths: np.ndarray, target_lengths: np.ndarray
     """The shape that, added to `shapes`, saves the most slots; None if none saves any."""
     slots = np.full(size, np.inf)  # Per cell: slots of the smallest shape holding it.
     for s, t in shapes:
-      slots[:s + 1, :t + 1] = np.minimum(slots[:s + 1, :t + 1], s + t)
+      slots[: s + 1, : t + 1] = np.minimum(slots[: s + 1, : t + 1], s + t)
     saving = np.zeros(size)
     for value in np.unique(slots):
       # Examples now padded to `value` slots that candidate (s, t) would hold.
@@ -138,21 +144,24 @@ def choose_bucket_lengths(source_lengths: np.ndarray, target_lengths: np.ndarray
     shapes.append(addition)
   for _ in range(refinement_rounds):
     for i in range(1, len(shapes)):
-      shapes[i] = best_addition(shapes[:i] + shapes[i + 1:]) or cover
+      shapes[i] = best_addition(shapes[:i] + shapes[i + 1 :]) or cover
   return _sorted_by_slots((s * quantum, t * quantum) for s, t in shapes)
 
 
-def assign_buckets(source_lengths: np.ndarray, target_lengths: np.ndarray,
-                   bucket_lengths: Sequence[Shape]) -> np.ndarray:
+def assign_buckets(
+  source_lengths: np.ndarray, target_lengths: np.ndarray, bucket_lengths: Sequence[Shape]
+) -> np.ndarray:
   """Index of the first (= smallest, for sorted shapes) shape each example fits; -1 if none."""
   shapes = np.asarray(bucket_lengths).reshape(-1, 2)
-  fits = ((np.asarray(source_lengths)[:, None] <= shapes[:, 0])
-          & (np.asarray(target_lengths)[:, None] <= shapes[:, 1]))
+  fits = (np.asarray(source_lengths)[:, None] <= shapes[:, 0]) & (
+    np.asarray(target_lengths)[:, None] <= shapes[:, 1]
+  )
   return np.where(fits.any(axis=1), fits.argmax(axis=1), -1)
 
 
-def rows_per_bucket(bucket_lengths: Sequence[Shape], tokens_per_batch: int,
-                    row_multiple: int) -> list[int]:
+def rows_per_bucket(
+  bucket_lengths: Sequence[Shape], tokens_per_batch: int, row_multiple: int
+) -> list[int]:
   """Rows of each shape: the most that keep rows * max(S, T) <= budget, a multiple of rows."""
   rows = []
   for source_length, target_length in bucket_lengths:
@@ -160,19 +169,28 @@ def rows_per_bucket(bucket_lengths: Sequence[Shape], tokens_per_batch: int,
     fitting = tokens_per_batch // longest // row_multiple * row_multiple
     if fitting == 0:
       raise DataError(
-          f"config.data.tokens_per_batch={tokens_per_batch} holds "
-          f"{tokens_per_batch // longest} sentences of {longest} tokens, fewer than the "
-          f"{row_multiple} rows a batch needs (one per device and process): raise "
-          f"tokens_per_batch to at least {row_multiple * longest}.")
+        f"config.data.tokens_per_batch={tokens_per_batch} holds "
+        f"{tokens_per_batch // longest} sentences of {longest} tokens, fewer than the "
+        f"{row_multiple} rows a batch needs (one per device and process): raise "
+        f"tokens_per_batch to at least {row_multiple * longest}."
+      )
     rows.append(fitting)
   return rows
 
 
 def spill_targets(bucket_lengths: Sequence[Shape]) -> list[int | None]:
   """For each shape, the first later (= smallest larger, for sorted shapes) one that holds it."""
-  return [next((later for later in range(bucket + 1, len(bucket_lengths))
-                if all(np.greater_equal(bucket_lengths[later], bucket_lengths[bucket]))), None)
-          for bucket in range(len(bucket_lengths))]
+  return [
+    next(
+      (
+        later
+        for later in range(bucket + 1, len(bucket_lengths))
+        if all(np.greater_equal(bucket_lengths[later], bucket_lengths[bucket]))
+      ),
+      None,
+    )
+    for bucket in range(len(bucket_lengths))
+  ]
 
 
 class TrainPlan:
@@ -182,8 +200,7 @@ class TrainPlan:
   shuffle decides which examples go where and the order of the batches.
   """
 
-  def __init__(self, bucket_ids: np.ndarray, bucket_lengths: Sequence[Shape],
-               rows: Sequence[int]):
+  def __init__(self, bucket_ids: np.ndarray, bucket_lengths: Sequence[Shape], rows: Sequence[int]):
     self.rows = list(rows)
     self._members = [np.flatnonzero(bucket_ids == b) for b in range(len(self.rows))]
     self._spill_targets = spill_targets(bucket_lengths)
@@ -216,8 +233,9 @@ class TrainPlan:
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def eval_plan(bucket_ids: np.ndarray, rows: int,
-              spill_to: Sequence[int | None]) -> list[tuple[int, np.ndarray]]:
+def eval_plan(
+  bucket_ids: np.ndarray, rows: int, spill_to: Sequence[int | None]
+) -> list[tuple[int, np.ndarray]]:
   """Every example exactly once: (bucket, indices) batches of `rows`, bucket by bucket.
 
   As in training, the leftover (< rows examples) of a bucket moves on to `spill_to[bucket]`;
@@ -233,7 +251,7 @@ def eval_plan(bucket_ids: np.ndarray, rows: int,
       incoming[target].append(pool[full:])
       pool = pool[:full]
     filled = np.full(round_up(len(pool), rows), -1, dtype=np.int64)
-    filled[:len(pool)] = pool
+    filled[: len(pool)] = pool
     plan.extend((bucket, chunk) for chunk in filled.reshape(-1, rows))
   return plan
 

@@ -33,9 +33,15 @@ from wt import config_checks as checks
 from wt.data.errors import DataError
 
 DATASET_SPLITS = {
-    "multi30k": ("train", "validation", "test", "test2017_flickr", "test2017_mscoco",
-                 "test2018_flickr"),
-    "wmt14": ("train", "validation", "test"),
+  "multi30k": (
+    "train",
+    "validation",
+    "test",
+    "test2017_flickr",
+    "test2017_mscoco",
+    "test2018_flickr",
+  ),
+  "wmt14": ("train", "validation", "test"),
 }
 LANGUAGES = ("en", "de")
 SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
@@ -50,6 +56,7 @@ class DataConfigError(DataError, checks.ConfigError):
 class DataConfig(checks.Section, section="data", error=DataConfigError):
   """Which data a run reads and how it is batched; each field is described in the module
   docstring. Checked when built."""
+
   dataset: str = "multi30k"
   source_lang: str = "en"
   target_lang: str = "de"
@@ -76,23 +83,40 @@ class DataConfig(checks.Section, section="data", error=DataConfigError):
     if self.source_lang == self.target_lang:
       raise checks.fail(self, "target_lang", "must differ from source_lang")
     checks.one_of(self, "spm_model_type", SPM_MODEL_TYPES)
-    checks.positive_int(self, "vocab_size", "spm_max_sentences", "max_length",
-                        "tokens_per_batch", "num_buckets", "length_quantum", "eval_batch_size")
+    checks.positive_int(
+      self,
+      "vocab_size",
+      "spm_max_sentences",
+      "max_length",
+      "tokens_per_batch",
+      "num_buckets",
+      "length_quantum",
+      "eval_batch_size",
+    )
     checks.at_least(self, "vocab_size", 4, "(pad, EOS and unk take ids 0-2)")
     checks.at_least(self, "max_length", 2, "(a token and EOS)")
     checks.at_least(self, "tokens_per_device", 0, "(0: tokens_per_batch is the global budget)")
     if 0 < self.tokens_per_device < self.max_length:
-      raise checks.fail(self, "tokens_per_device", f"must be 0 or at least max_length="
-                        f"{self.max_length}, so that every device holds a whole sentence")
+      raise checks.fail(
+        self,
+        "tokens_per_device",
+        f"must be 0 or at least max_length="
+        f"{self.max_length}, so that every device holds a whole sentence",
+      )
     if self.tokens_per_batch < self.max_length:
-      raise checks.fail(self, "tokens_per_batch", f"must be at least max_length="
-                        f"{self.max_length}, so that one sentence of the longest allowed length "
-                        f"fits in a batch")
+      raise checks.fail(
+        self,
+        "tokens_per_batch",
+        f"must be at least max_length="
+        f"{self.max_length}, so that one sentence of the longest allowed length "
+        f"fits in a batch",
+      )
     splits = DATASET_SPLITS[self.dataset]
     for field in ("train_split", "eval_split", "test_split"):
       if getattr(self, field) not in splits:
-        raise checks.fail(self, field, f"is not a split of {self.dataset}: {self.dataset} "
-                                       f"has splits {splits}")
+        raise checks.fail(
+          self, field, f"is not a split of {self.dataset}: {self.dataset} has splits {splits}"
+        )
 
 
 def default_data_config() -> ml_collections.ConfigDict:

@@ -23,9 +23,9 @@ import threading
 import time
 import urllib.request
 
-from absl import logging
 import ml_collections
 import tensorflow_datasets as tfds
+from absl import logging
 
 from wt.data.cache import publish
 from wt.data.config import DATASET_SPLITS, LANGUAGES
@@ -33,28 +33,39 @@ from wt.data.errors import DataError
 from wt.data.sources import TranslationSource
 
 UPSTREAM_COMMIT = "a3d2e0d26b56f3846f66a952536ffed4e401d05a"
-UPSTREAM_URL = ("https://raw.githubusercontent.com/multi30k/dataset/"
-                f"{UPSTREAM_COMMIT}/data/task1/raw")
+UPSTREAM_URL = (
+  f"https://raw.githubusercontent.com/multi30k/dataset/{UPSTREAM_COMMIT}/data/task1/raw"
+)
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 REPO_SHARED_COPY = _REPO_ROOT.parent / "shared" / "data" / "multi30k"
 DOWNLOAD_TIMEOUT_S = 10  # per file
 DOWNLOAD_DEADLINE_S = 25  # for all files together
-SPLIT_FILE_STEMS = dict(zip(DATASET_SPLITS["multi30k"], (
-    "train", "val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco",
-    "test_2018_flickr")))
+SPLIT_FILE_STEMS = dict(
+  zip(
+    DATASET_SPLITS["multi30k"],
+    (
+      "train",
+      "val",
+      "test_2016_flickr",
+      "test_2017_flickr",
+      "test_2017_mscoco",
+      "test_2018_flickr",
+    ),
+  )
+)
 FILE_SHA256 = {  # From /work/shared/data/multi30k/PROVENANCE.md (upstream files, unmodified).
-    "train.en.gz": "d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f",
-    "train.de.gz": "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6",
-    "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
-    "val.de.gz": "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a",
-    "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
-    "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
-    "test_2017_flickr.en.gz": "76a444ee25172e72695cddb13ae4a3bda59430617be88e0bb46b60504f054074",
-    "test_2017_flickr.de.gz": "a2c89666db00c495cd8513b9d708d5a3acc205d7de312ef2bf5fb7ebc1540aee",
-    "test_2017_mscoco.en.gz": "aab300bfb4427697987e02cd0aacd44bfe8aa50456231b6474c08038bbed2b58",
-    "test_2017_mscoco.de.gz": "799e4854c25d601cb6cb6be29eabe5667734c61ace2f495e03e429031a0bc338",
-    "test_2018_flickr.en.gz": "ef4f4844037d4c5dea75c9a8ed5fd78905967a26f67c255e230cc9780032654d",
-    "test_2018_flickr.de.gz": "ddd0130c7d97482dc5197a02141dae8dd79f20f03586c480d675c09a32daf608",
+  "train.en.gz": "d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f",
+  "train.de.gz": "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6",
+  "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
+  "val.de.gz": "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a",
+  "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
+  "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
+  "test_2017_flickr.en.gz": "76a444ee25172e72695cddb13ae4a3bda59430617be88e0bb46b60504f054074",
+  "test_2017_flickr.de.gz": "a2c89666db00c495cd8513b9d708d5a3acc205d7de312ef2bf5fb7ebc1540aee",
+  "test_2017_mscoco.en.gz": "aab300bfb4427697987e02cd0aacd44bfe8aa50456231b6474c08038bbed2b58",
+  "test_2017_mscoco.de.gz": "799e4854c25d601cb6cb6be29eabe5667734c61ace2f495e03e429031a0bc338",
+  "test_2018_flickr.en.gz": "ef4f4844037d4c5dea75c9a8ed5fd78905967a26f67c255e230cc9780032654d",
+  "test_2018_flickr.de.gz": "ddd0130c7d97482dc5197a02141dae8dd79f20f03586c480d675c09a32daf608",
 }
 
 
@@ -71,11 +82,16 @@ def find_raw_dir(data_dir: str | None, download_dir: pathlib.Path) -> pathlib.Pa
   explicit = data_dir or os.environ.get("WT_DATA_DIR")
   explicit_dirs = []
   if explicit:
-    explicit_dirs = [pathlib.Path(explicit).expanduser(),
-                     pathlib.Path(explicit).expanduser() / "multi30k"]
+    explicit_dirs = [
+      pathlib.Path(explicit).expanduser(),
+      pathlib.Path(explicit).expanduser() / "multi30k",
+    ]
     if all(_missing_files(folder) for folder in explicit_dirs):
-      logging.warning("The data directory %s (and %s) lacks Multi30k files %s; looking further.",
-                      *explicit_dirs, _missing_files(explicit_dirs[0]))
+      logging.warning(
+        "The data directory %s (and %s) lacks Multi30k files %s; looking further.",
+        *explicit_dirs,
+        _missing_files(explicit_dirs[0]),
+      )
   candidates = explicit_dirs + [REPO_SHARED_COPY, download_dir]
   for folder in candidates:
     if not _missing_files(folder):
@@ -84,11 +100,12 @@ def find_raw_dir(data_dir: str | None, download_dir: pathlib.Path) -> pathlib.Pa
     download_raw_files(download_dir)
   except (OSError, http.client.HTTPException, DataError) as error:
     raise DataError(
-        f"Multi30k raw files not found and the download failed ({error}). Looked in: "
-        f"{', '.join(map(str, candidates))}. Fix: put the 12 files {raw_file_names()} from "
-        f"{UPSTREAM_URL} (the GitHub repository multi30k/dataset, commit {UPSTREAM_COMMIT}, "
-        f"folder data/task1/raw) into {REPO_SHARED_COPY}, or into a folder named by config "
-        "data.data_dir or env WT_DATA_DIR.") from error
+      f"Multi30k raw files not found and the download failed ({error}). Looked in: "
+      f"{', '.join(map(str, candidates))}. Fix: put the 12 files {raw_file_names()} from "
+      f"{UPSTREAM_URL} (the GitHub repository multi30k/dataset, commit {UPSTREAM_COMMIT}, "
+      f"folder data/task1/raw) into {REPO_SHARED_COPY}, or into a folder named by config "
+      "data.data_dir or env WT_DATA_DIR."
+    ) from error
   return download_dir
 
 
@@ -122,9 +139,10 @@ def download_raw_files(download_dir: pathlib.Path) -> None:
     body = _fetch(f"{UPSTREAM_URL}/{name}", min(DOWNLOAD_TIMEOUT_S, remaining_s))
     digest = hashlib.sha256(body).hexdigest()
     if digest != FILE_SHA256[name]:
-      raise DataError(f"the download of {name} has sha256 {digest}, not the pinned "
-                      f"{FILE_SHA256[name]}")
-    publish(download_dir / name, lambda f, body=body: f.write(body))
+      raise DataError(
+        f"the download of {name} has sha256 {digest}, not the pinned {FILE_SHA256[name]}"
+      )
+    publish(download_dir / name, lambda f, body=body: f.write(body))  # type: ignore[misc]
 
 
 def _read_lines(path: pathlib.Path) -> list[str]:
@@ -133,36 +151,44 @@ def _read_lines(path: pathlib.Path) -> list[str]:
     with gzip.open(path, "rb") as f:
       data = f.read()
   except (OSError, EOFError) as error:
-    raise DataError(f"{path} is not a readable gzip file ({error}): replace it with the "
-                    f"upstream file from {UPSTREAM_URL}.") from error
+    raise DataError(
+      f"{path} is not a readable gzip file ({error}): replace it with the "
+      f"upstream file from {UPSTREAM_URL}."
+    ) from error
   try:
     text = data.decode("utf-8")
   except UnicodeDecodeError as error:
     line = data.count(b"\n", 0, error.start) + 1
-    raise DataError(f"{path} line {line} is not valid UTF-8 ({error.reason}): fix or remove "
-                    f"that line in both language files, or use the upstream file from "
-                    f"{UPSTREAM_URL}.") from error
+    raise DataError(
+      f"{path} line {line} is not valid UTF-8 ({error.reason}): fix or remove "
+      f"that line in both language files, or use the upstream file from "
+      f"{UPSTREAM_URL}."
+    ) from error
   lines = text.split("\n")  # Not splitlines(): it also splits at U+2028 and the like.
   if lines[-1] == "":
     lines.pop()
   return [line.strip() for line in lines]
 
 
-def read_parallel_files(source_path: pathlib.Path,
-                        target_path: pathlib.Path) -> tuple[list[str], list[str]]:
+def read_parallel_files(
+  source_path: pathlib.Path, target_path: pathlib.Path
+) -> tuple[list[str], list[str]]:
   """The line-aligned sentences of two files; DataError if their line counts differ."""
   sources, targets = _read_lines(source_path), _read_lines(target_path)
   if len(sources) != len(targets):
-    raise DataError(f"{source_path} has {len(sources)} lines but {target_path} has "
-                    f"{len(targets)}: the two files of a split must be line-aligned "
-                    f"translations. Use matching files (upstream: {UPSTREAM_URL}).")
+    raise DataError(
+      f"{source_path} has {len(sources)} lines but {target_path} has "
+      f"{len(targets)}: the two files of a split must be line-aligned "
+      f"translations. Use matching files (upstream: {UPSTREAM_URL})."
+    )
   return sources, targets
 
 
 def raw_files_fingerprint(raw_dir: pathlib.Path) -> str:
   """A hash of all raw files; logs which ones differ from the pinned upstream files."""
-  digests = {name: hashlib.sha256((raw_dir / name).read_bytes()).hexdigest()
-             for name in raw_file_names()}
+  digests = {
+    name: hashlib.sha256((raw_dir / name).read_bytes()).hexdigest() for name in raw_file_names()
+  }
   differing = [name for name, digest in digests.items() if digest != FILE_SHA256[name]]
   if differing:
     logging.info("Multi30k files in %s that differ from upstream: %s", raw_dir, differing)
@@ -174,25 +200,26 @@ class Multi30kTranslate(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      f"Put the files {raw_file_names()} from {UPSTREAM_URL} into the manual directory.")
+    f"Put the files {raw_file_names()} from {UPSTREAM_URL} into the manual directory."
+  )
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description="Multi30k English-German image captions (WMT16-18 multimodal task 1).",
-        features=tfds.features.Translation(languages=LANGUAGES),
-        supervised_keys=LANGUAGES,
-        disable_shuffling=True,  # Example i is line i of the raw files.
-        homepage="https://github.com/multi30k/dataset",
-        citation="Elliott et al., Multi30K: Multilingual English-German Image "
-                 "Descriptions, Workshop on Vision and Language, 2016.")
+      builder=self,
+      description="Multi30k English-German image captions (WMT16-18 multimodal task 1).",
+      features=tfds.features.Translation(languages=LANGUAGES),
+      supervised_keys=LANGUAGES,
+      disable_shuffling=True,  # Example i is line i of the raw files.
+      homepage="https://github.com/multi30k/dataset",
+      citation="Elliott et al., Multi30K: Multilingual English-German Image "
+      "Descriptions, Workshop on Vision and Language, 2016.",
+    )
 
   def _split_generators(self, dl_manager):
     raw_dir = pathlib.Path(dl_manager.manual_dir)
     generators = {}
     for split, stem in SPLIT_FILE_STEMS.items():  # Reads and checks all files up front.
-      english, german = read_parallel_files(raw_dir / f"{stem}.en.gz",
-                                            raw_dir / f"{stem}.de.gz")
+      english, german = read_parallel_files(raw_dir / f"{stem}.en.gz", raw_dir / f"{stem}.de.gz")
       generators[split] = self._generate_examples(english, german)
     return generators
 
@@ -201,12 +228,14 @@ class Multi30kTranslate(tfds.core.GeneratorBasedBuilder):
       yield index, {"en": en, "de": de}
 
 
-def open_multi30k(data_config: ml_collections.ConfigDict,
-                  cache_dir: pathlib.Path) -> TranslationSource:
+def open_multi30k(
+  data_config: ml_collections.ConfigDict, cache_dir: pathlib.Path
+) -> TranslationSource:
   """Finds (or downloads) the raw files, builds the TFDS data once, and returns it."""
   raw_dir = find_raw_dir(data_config.data_dir, cache_dir / "downloads" / "multi30k")
   identity = f"multi30k-{raw_files_fingerprint(raw_dir)[:12]}"
   builder = Multi30kTranslate(data_dir=str(cache_dir / "tfds" / identity))
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(raw_dir)))
+    download_config=tfds.download.DownloadConfig(manual_dir=str(raw_dir))
+  )
   return TranslationSource(identity=identity, builder=builder)

@@ -40,31 +40,44 @@ class SplitReader(Protocol):
   """What TranslationData needs of a dataset (see `sources.TranslationSource`)."""
 
   @property
-  def identity(self) -> str:
-    ...
+  def identity(self) -> str: ...
 
-  def read(self, split: str, source_lang: str, target_lang: str) -> tuple[list[str], list[str]]:
-    ...
+  def read(self, split: str, source_lang: str, target_lang: str) -> tuple[list[str], list[str]]: ...
 
 
-def load_translation_data(data_config: ml_collections.ConfigDict, *, row_multiple: int = 1,
-                          process_index: int = 0, process_count: int = 1) -> "TranslationData":
+def load_translation_data(
+  data_config: ml_collections.ConfigDict,
+  *,
+  row_multiple: int = 1,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> "TranslationData":
   """Opens the configured dataset; see the module docstring."""
   validate_data_config(data_config)
   cache_dir = resolve_cache_dir(data_config.cache_dir)
   # Imported here: they import TensorFlow, which `import wt.data` should not pay for.
   from wt.data import multi30k, wmt14  # pylint: disable=g-import-not-at-top
+
   open_source = wmt14.open_wmt14 if data_config.dataset == "wmt14" else multi30k.open_multi30k
-  return TranslationData(data_config, open_source(data_config, cache_dir), cache_dir=cache_dir,
-                         row_multiple=row_multiple, process_index=process_index,
-                         process_count=process_count)
+  return TranslationData(
+    data_config,
+    open_source(data_config, cache_dir),
+    cache_dir=cache_dir,
+    row_multiple=row_multiple,
+    process_index=process_index,
+    process_count=process_count,
+  )
 
 
 def _tokenize(tokenizer: Tokenizer, texts: list[str], dtype=np.int32) -> batching.RaggedTokens:
   """`tokenizer.encode_batch(texts)` as RaggedTokens, in chunks (Python int lists are large)."""
-  return batching.RaggedTokens.concatenate([
-      batching.RaggedTokens.from_lists(tokenizer.encode_batch(texts[i:i + _ENCODE_CHUNK]), dtype)
-      for i in range(0, len(texts), _ENCODE_CHUNK)], dtype)
+  return batching.RaggedTokens.concatenate(
+    [
+      batching.RaggedTokens.from_lists(tokenizer.encode_batch(texts[i : i + _ENCODE_CHUNK]), dtype)
+      for i in range(0, len(texts), _ENCODE_CHUNK)
+    ],
+    dtype,
+  )
 
 
 def _vocabulary_sample(sentences: list[str], max_sentences: int) -> list[str]:
@@ -78,16 +91,25 @@ def _vocabulary_sample(sentences: list[str], max_sentences: int) -> list[str]:
 class TranslationData:
   """Tokenized splits of one dataset and their batches; see the module docstring."""
 
-  def __init__(self, data_config: ml_collections.ConfigDict, source: SplitReader, *,
-               cache_dir: pathlib.Path, row_multiple: int = 1, process_index: int = 0,
-               process_count: int = 1):
+  def __init__(
+    self,
+    data_config: ml_collections.ConfigDict,
+    source: SplitReader,
+    *,
+    cache_dir: pathlib.Path,
+    row_multiple: int = 1,
+    process_index: int = 0,
+    process_count: int = 1,
+  ):
     validate_data_config(data_config)
     for name, value in (("row_multiple", row_multiple), ("process_count", process_count)):
       if not isinstance(value, int) or value <= 0:
         raise DataError(f"{name}={value!r} is invalid: it must be a positive integer.")
     if not 0 <= process_index < process_count:
-      raise DataError(f"process_index={process_index!r} is invalid: it must be in "
-                      f"[0, process_count={process_count}).")
+      raise DataError(
+        f"process_index={process_index!r} is invalid: it must be in "
+        f"[0, process_count={process_count})."
+      )
     self._config = data_config
     self._source = source
     self._languages = (data_config.source_lang, data_config.target_lang)
@@ -95,34 +117,48 @@ class TranslationData:
     self._eval_splits = {}
 
     self.tokenizer, (train_sources, train_targets) = self._load_training_tokens(cache_dir)
-    self._train_sources, self._train_targets = self._drop_unusable(train_sources,
-                                                                   train_targets)
+    self._train_sources, self._train_targets = self._drop_unusable(train_sources, train_targets)
     self.bucket_lengths = batching.choose_bucket_lengths(
-        self._train_sources.lengths, self._train_targets.lengths,
-        num_buckets=data_config.num_buckets, quantum=data_config.length_quantum)
-    rows = batching.rows_per_bucket(self.bucket_lengths, data_config.tokens_per_batch,
-                                    row_multiple * process_count)
+      self._train_sources.lengths,
+      self._train_targets.lengths,
+      num_buckets=data_config.num_buckets,
+      quantum=data_config.length_quantum,
+    )
+    rows = batching.rows_per_bucket(
+      self.bucket_lengths, data_config.tokens_per_batch, row_multiple * process_count
+    )
     self._plan = batching.TrainPlan(
-        batching.assign_buckets(self._train_sources.lengths, self._train_targets.lengths,
-                                self.bucket_lengths), self.bucket_lengths, rows)
+      batching.assign_buckets(
+        self._train_sources.lengths, self._train_targets.lengths, self.bucket_lengths
+      ),
+      self.bucket_lengths,
+      rows,
+    )
     if self._plan.batches_per_epoch == 0:
       raise DataError(
-          f"The {data_config.train_split} split has {len(self._train_sources)} usable "
-          f"pairs, too few for one batch of config.data.tokens_per_batch="
-          f"{data_config.tokens_per_batch}: lower tokens_per_batch.")
+        f"The {data_config.train_split} split has {len(self._train_sources)} usable "
+        f"pairs, too few for one batch of config.data.tokens_per_batch="
+        f"{data_config.tokens_per_batch}: lower tokens_per_batch."
+      )
     # (global rows, S, T) of each shape that occurs; each process gets rows // process_count.
-    self.batch_shapes = [(rows_here, *lengths) for rows_here, lengths, count
-                         in zip(rows, self.bucket_lengths, self._plan.batches_per_bucket)
-                         if count]
+    self.batch_shapes = [
+      (rows_here, *lengths)
+      for rows_here, lengths, count in zip(rows, self.bucket_lengths, self._plan.batches_per_bucket)
+      if count
+    ]
     self._eval_lengths = self.bucket_lengths + [
-        (batching.round_up(data_config.max_length, data_config.length_quantum),) * 2]
+      (batching.round_up(data_config.max_length, data_config.length_quantum),) * 2
+    ]
     self._eval_spill_targets = batching.spill_targets(self.bucket_lengths) + [None]
-    self._eval_rows = batching.round_up(data_config.eval_batch_size,
-                                        row_multiple * process_count)
-    logging.info("Training batch shapes (global rows, source length, target length): "
-                 "%s; %d per epoch; %d examples left out of each epoch (different ones "
-                 "every epoch).", self.batch_shapes, self.batches_per_epoch,
-                 self._plan.dropped_per_epoch)
+    self._eval_rows = batching.round_up(data_config.eval_batch_size, row_multiple * process_count)
+    logging.info(
+      "Training batch shapes (global rows, source length, target length): "
+      "%s; %d per epoch; %d examples left out of each epoch (different ones "
+      "every epoch).",
+      self.batch_shapes,
+      self.batches_per_epoch,
+      self._plan.dropped_per_epoch,
+    )
 
   @property
   def batches_per_epoch(self) -> int:
@@ -131,30 +167,41 @@ class TranslationData:
   def _load_training_tokens(self, cache_dir: pathlib.Path):
     """The tokenizer (loaded or trained) and the tokenized training split (cached)."""
     config = self._config
-    settings = dict(data=self._source.identity, languages=sorted(LANGUAGES),
-                    vocab_size=config.vocab_size, model_type=config.spm_model_type,
-                    max_sentences=config.spm_max_sentences, split=config.train_split)
-    model_dir = cache_dir / "spm" / settings_key(
-        f"{self._source.identity}-{config.spm_model_type}{config.vocab_size}", settings)
+    settings = dict(
+      data=self._source.identity,
+      languages=sorted(LANGUAGES),
+      vocab_size=config.vocab_size,
+      model_type=config.spm_model_type,
+      max_sentences=config.spm_max_sentences,
+      split=config.train_split,
+    )
+    model_dir = (
+      cache_dir
+      / "spm"
+      / settings_key(
+        f"{self._source.identity}-{config.spm_model_type}{config.vocab_size}", settings
+      )
+    )
     read_text = functools.cache(lambda: self._source.read(config.train_split, *LANGUAGES))
     tokenizer = load_or_train_tokenizer(
-        model_dir / "spm.model",
-        lambda: _vocabulary_sample([*read_text()[0], *read_text()[1]],
-                                   config.spm_max_sentences),
-        vocab_size=config.vocab_size, model_type=config.spm_model_type)
+      model_dir / "spm.model",
+      lambda: _vocabulary_sample([*read_text()[0], *read_text()[1]], config.spm_max_sentences),
+      vocab_size=config.vocab_size,
+      model_type=config.spm_model_type,
+    )
     tokens_path = model_dir / f"{config.train_split}.tokens.npz"
     if not tokens_path.exists():
       dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.int32
       arrays: dict[str, Any] = {}
       for language, texts in zip(LANGUAGES, read_text()):
         tokens = _tokenize(tokenizer, texts, dtype)
-        arrays[f"{language}_flat"], arrays[f"{language}_offsets"] = (tokens.flat,
-                                                                      tokens.offsets)
+        arrays[f"{language}_flat"], arrays[f"{language}_offsets"] = (tokens.flat, tokens.offsets)
       publish(tokens_path, lambda f: np.savez(f, **arrays))
     with np.load(tokens_path) as arrays:
       return tokenizer, tuple(
-          batching.RaggedTokens(arrays[f"{language}_flat"], arrays[f"{language}_offsets"])
-          for language in self._languages)
+        batching.RaggedTokens(arrays[f"{language}_flat"], arrays[f"{language}_offsets"])
+        for language in self._languages
+      )
 
   def _drop_unusable(self, sources: batching.RaggedTokens, targets: batching.RaggedTokens):
     """The training pairs without an empty side and within max_length; logs the counts."""
@@ -162,18 +209,29 @@ class TranslationData:
     empty = (sources.lengths <= 1) | (targets.lengths <= 1)  # Just EOS.
     too_long = ~empty & ((sources.lengths > max_length) | (targets.lengths > max_length))
     kept = np.flatnonzero(~empty & ~too_long)
-    logging.info("%s split: kept %d of %d pairs; skipped %d with an empty side and %d "
-                 "longer than max_length=%d tokens.", self._config.train_split, len(kept),
-                 len(sources), empty.sum(), too_long.sum(), max_length)
+    logging.info(
+      "%s split: kept %d of %d pairs; skipped %d with an empty side and %d "
+      "longer than max_length=%d tokens.",
+      self._config.train_split,
+      len(kept),
+      len(sources),
+      empty.sum(),
+      too_long.sum(),
+      max_length,
+    )
     if not len(kept):
-      raise DataError(f"The {self._config.train_split} split has no pair with both sides "
-                      f"non-empty and at most config.data.max_length={max_length} tokens.")
+      raise DataError(
+        f"The {self._config.train_split} split has no pair with both sides "
+        f"non-empty and at most config.data.max_length={max_length} tokens."
+      )
     return sources.select(kept), targets.select(kept)
 
   def _check_split(self, split: str) -> None:
     if split not in DATASET_SPLITS[self._config.dataset]:
-      raise DataError(f"Unknown split {split!r}: {self._config.dataset} has splits "
-                      f"{DATASET_SPLITS[self._config.dataset]}.")
+      raise DataError(
+        f"Unknown split {split!r}: {self._config.dataset} has splits "
+        f"{DATASET_SPLITS[self._config.dataset]}."
+      )
 
   def raw_split(self, split: str) -> tuple[list[str], list[str]]:
     """Untokenized (sources, references) of `split`, in index order."""
@@ -199,11 +257,15 @@ class TranslationData:
         full = _tokenize(self.tokenizer, texts)
         truncated = int((full.lengths > max_length).sum())
         if truncated:
-          logging.warning("%s split: truncated %d %s sentences of more than "
-                          "max_length=%d tokens.", split, truncated, side, max_length)
+          logging.warning(
+            "%s split: truncated %d %s sentences of more than max_length=%d tokens.",
+            split,
+            truncated,
+            side,
+            max_length,
+          )
         tokens.append(full.truncated(max_length, EOS_ID))
-      buckets = batching.assign_buckets(tokens[0].lengths, tokens[1].lengths,
-                                        self._eval_lengths)
+      buckets = batching.assign_buckets(tokens[0].lengths, tokens[1].lengths, self._eval_lengths)
       self._eval_splits[split] = dict(text=text, tokens=tokens, buckets=buckets)
     return self._eval_splits[split]
 
@@ -213,8 +275,10 @@ class TranslationData:
   def _materialise(self, tokens, lengths, indices: np.ndarray) -> tuple[dict, np.ndarray]:
     """This process's rows of the global batch `indices`, and their example indices."""
     local = indices[self._local_rows(len(indices))]
-    return {"inputs": tokens[0].padded(local, lengths[0]),
-            "targets": tokens[1].padded(local, lengths[1])}, local
+    return {
+      "inputs": tokens[0].padded(local, lengths[0]),
+      "targets": tokens[1].padded(local, lengths[1]),
+    }, local
 
   def train_batches(self, seed: int, start: int = 0) -> Iterator[dict]:
     """Endless training batches from stream position `start`; see the module docstring."""
@@ -238,8 +302,9 @@ class TranslationData:
     """One pass over `split`: every example once, with 'index' (-1 = padding row)."""
     self._check_split(split)
     examples = self._eval_split(split)
-    for bucket, indices in batching.eval_plan(examples["buckets"], self._eval_rows,
-                                              self._eval_spill_targets):
+    for bucket, indices in batching.eval_plan(
+      examples["buckets"], self._eval_rows, self._eval_spill_targets
+    ):
       lengths = self._eval_lengths[bucket]
       batch, local = self._materialise(examples["tokens"], lengths, indices)
       yield {**batch, "index": local.astype(np.int32)}

@@ -49,24 +49,42 @@ class Tokenizer:
     return self._processor.decode(ids[:end])
 
 
-def load_or_train_tokenizer(model_path: pathlib.Path,
-                            training_sentences: Callable[[], Sequence[str]], *,
-                            vocab_size: int, model_type: str) -> Tokenizer:
+def load_or_train_tokenizer(
+  model_path: pathlib.Path,
+  training_sentences: Callable[[], Sequence[str]],
+  *,
+  vocab_size: int,
+  model_type: str,
+) -> Tokenizer:
   """Loads the model at `model_path`, first training it on `training_sentences()` if absent."""
   if not model_path.exists():
     sentences = training_sentences()
-    logging.info("Training a %s SentencePiece vocabulary of %d pieces on %d sentences -> %s",
-                 model_type, vocab_size, len(sentences), model_path)
+    logging.info(
+      "Training a %s SentencePiece vocabulary of %d pieces on %d sentences -> %s",
+      model_type,
+      vocab_size,
+      len(sentences),
+      model_path,
+    )
     model = io.BytesIO()
     try:
       spm.SentencePieceTrainer.train(
-          sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
-          model_type=model_type, character_coverage=1.0, pad_id=PAD_ID, eos_id=EOS_ID,
-          unk_id=UNK_ID, bos_id=-1, minloglevel=2)
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=1.0,
+        pad_id=PAD_ID,
+        eos_id=EOS_ID,
+        unk_id=UNK_ID,
+        bos_id=-1,
+        minloglevel=2,
+      )
     except RuntimeError as error:
       raise DataError(
-          f"SentencePiece could not train a {model_type} vocabulary of vocab_size="
-          f"{vocab_size} on {len(sentences)} training sentences ({error}). Lower "
-          "config.data.vocab_size (or use more training text).") from error
+        f"SentencePiece could not train a {model_type} vocabulary of vocab_size="
+        f"{vocab_size} on {len(sentences)} training sentences ({error}). Lower "
+        "config.data.vocab_size (or use more training text)."
+      ) from error
     publish(model_path, lambda f: f.write(model.getvalue()))
   return Tokenizer(model_path)

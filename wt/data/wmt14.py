@@ -42,8 +42,10 @@ def local_file(data_dir: pathlib.Path, split: str, language: str) -> Optional[pa
 
 def has_local_copy(data_dir: Optional[str]) -> bool:
   """Whether `data_dir` holds a local copy (its training files), not a TFDS data_dir."""
-  return bool(data_dir) and all(local_file(pathlib.Path(data_dir).expanduser(), "train", lang)
-                                for lang in LANGUAGES)
+  if not data_dir:
+    return False
+  folder = pathlib.Path(data_dir).expanduser()
+  return all(local_file(folder, "train", lang) for lang in LANGUAGES)
 
 
 def read_lines(path: pathlib.Path) -> list[str]:
@@ -53,8 +55,9 @@ def read_lines(path: pathlib.Path) -> list[str]:
     with opener(path, "rt", encoding="utf-8", newline="\n") as f:
       return [line.rstrip("\r\n") for line in f]
   except UnicodeDecodeError as error:
-    raise DataError(f"{path} is not UTF-8 text ({error}); convert it (e.g. iconv -t utf-8) "
-                    f"and rerun") from error
+    raise DataError(
+      f"{path} is not UTF-8 text ({error}); convert it (e.g. iconv -t utf-8) and rerun"
+    ) from error
 
 
 def _sha256(paths: list[pathlib.Path]) -> str:
@@ -76,26 +79,34 @@ class LocalSource:
   @classmethod
   def open(cls, data_dir: str) -> "LocalSource":
     folder = pathlib.Path(data_dir).expanduser()
-    train = [local_file(folder, "train", lang) for lang in LANGUAGES]
-    if not all(train):
-      raise DataError(f"{folder} has no train.en and train.de (or .gz): a local WMT14 copy "
-                      f"needs them; see wt/data/wmt14.py")
+    found = [local_file(folder, "train", lang) for lang in LANGUAGES]
+    train = [path for path in found if path is not None]
+    if len(train) != len(found):
+      raise DataError(
+        f"{folder} has no train.en and train.de (or .gz): a local WMT14 copy "
+        f"needs them; see wt/data/wmt14.py"
+      )
     return cls(folder, f"wmt14_local-{_sha256(train)[:12]}")
 
   def read(self, split: str, source_lang: str, target_lang: str) -> tuple[list[str], list[str]]:
     """(sources, targets) of `split`, in file order."""
     paths = [local_file(self.data_dir, split, lang) for lang in (source_lang, target_lang)]
-    missing = [f"{split}.{lang}" for lang, path in zip((source_lang, target_lang), paths)
-               if path is None]
+    missing = [
+      f"{split}.{lang}" for lang, path in zip((source_lang, target_lang), paths) if path is None
+    ]
     if missing:
-      raise DataError(f"{self.data_dir} has no {' or '.join(missing)} (or .gz), which the "
-                      f"{split} split needs; add it (validation = newstest2013, test = "
-                      f"newstest2014)")
-    sources, targets = (read_lines(path) for path in paths)
+      raise DataError(
+        f"{self.data_dir} has no {' or '.join(missing)} (or .gz), which the "
+        f"{split} split needs; add it (validation = newstest2013, test = "
+        f"newstest2014)"
+      )
+    sources, targets = (read_lines(path) for path in paths if path is not None)
     if len(sources) != len(targets):
-      raise DataError(f"{paths[0]} has {len(sources)} lines and {paths[1]} has "
-                      f"{len(targets)}: the files of a split must be line-aligned (one "
-                      f"sentence pair per line number)")
+      raise DataError(
+        f"{paths[0]} has {len(sources)} lines and {paths[1]} has "
+        f"{len(targets)}: the files of a split must be line-aligned (one "
+        f"sentence pair per line number)"
+      )
     return sources, targets
 
 
@@ -107,6 +118,7 @@ def open_wmt14(data_config: ml_collections.ConfigDict, cache_dir: pathlib.Path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   from wt.data.sources import TranslationSource  # pylint: disable=g-import-not-at-top
+
   data_dir = data_config.data_dir or str(cache_dir / "tfds")
   builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
   builder.download_and_prepare()
