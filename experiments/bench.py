@@ -25,8 +25,8 @@ Sections (--sections, comma-separated):
 
 Timing is interleaved: every round runs each variant once (A, B, C, C, B, A, ...), and each
 training round also times one 4096^2 f32 matmul, so that ratios and MFU come from the same
-moments of a shared, variable-speed machine. MFU = (XLA FLOPs / step time) / (matmul FLOP/s),
-taken per round; every reported figure is the median over the rounds.
+moments of a shared, variable-speed machine. MFU = (closed-form matmul FLOPs / step time) /
+(matmul FLOP/s), taken per round; every reported figure is the median over the rounds.
 """
 
 import collections
@@ -556,24 +556,50 @@ def decode_section():
 
 FINDINGS = """## Notes: where the rest of the time goes, and what was tried
 
-Measured while tuning, on the 2-core CPU of docs/benchmarks.md (interleaved, ratios):
+Measured while tuning, on the 2-core CPU of docs/benchmarks.md, as same-round ratios of
+interleaved runs (the machine was shared then: absolute times were 1.5-3x a quiet machine's).
 
 - Quiet, the 2-core matmul peak is 170-205 GFLOP/s; when other jobs share the cores it drops
-  to 65-100 (the task's reference figures were taken so: peak 65, PyTorch nn.Transformer 2.4 s,
-  flax's wmt example 3.0 s per bench-small step). The bench-small Transformer step (98.8 GFLOP)
-  takes 1.04-1.2 s quiet, 85-95 GFLOP/s: MFU 0.5-0.58, short of 0.6 (in shared phases it took
-  1.4-2.1 s, MFU 0.5-0.7 against the matmul timed in the same rounds). Matmuls are about half
-  of its op time (profile above) at about 135 GFLOP/s; the 2048 x 256 x 256 Q/K/V/output
-  projections run at about 100. The rest is memory-bound work over many small ops:
-- The loss over the vocabulary: `take_along_axis` of the gold log-probability became a
-  scatter in the backward pass, and XLA wrote the logits' gradient transposed (`[vocab,
-  tokens]`, a strided 64 MB copy) for the embedding-gradient matmul. Writing the same
-  label-smoothed loss as `-sum(smoothed_one_hot * log_softmax)` cut logits + loss
-  forward+backward from 374 to 289 ms (0.77x; adopted in wt/metrics.py), and dropping the
-  training accuracy (an argmax over the vocabulary, 38 ms) took MFU from 0.49 to 0.57. The
-  log-softmax's forward and backward over 2048 x 8192 logits are still 15% of the step.
-- Dropout (threefry bits) costs 5-10% of the Transformer step; the `unsafe_rbg` PRNG was
-  slower on this CPU. LayerNorm about 3%, Adam about 1%.
+  to 65-100. Matmuls are now three quarters of a bench-small step's op time (profile above);
+  the 2048 x 256 x 256 Q/K/V/output projections run at about half the peak.
+- Loss over the vocabulary (wt/losses.py): one custom-VJP function whose forward pass only
+  reduces the `[tokens, vocab]` logits and whose backward pass writes their gradient in one
+  element-wise loop, instead of autodiff of `-sum(soft * log_softmax)`. With it, the logits
+  projection's embedding gradient as `(x^T g)^T` (wt/kernels.py `tied_logits`): XLA had
+  copied g into a transposed 64 MB layout for `g^T x`. Logits matmul + loss forward and
+  backward alone: fused loss 0.84x, both 0.62-0.71x; the whole step: 0.95x, and its peak
+  memory from 887 to 571 MiB (no log-probabilities kept for the backward pass).
+- Dropout: JAX lowers its Threefry hash on CPU as an XLA while loop (faster compiles), which
+  writes every mask out four times. The same hash unrolled (wt/kernels.py `bernoulli_mask`:
+  the same bits, so the same masks as flax's Dropout, bit for bit) fuses into the mask's use:
+  17 bench-small masks forward and backward 0.16x; the whole step 0.96x. Rejected: the rbg
+  and unsafe_rbg generators (2.2x and 2.35x slower), two masks from one hash's two words
+  (0.09x, but new masks), an integer-mix hash (0.03x; a weaker generator whose masks at two
+  sites are shifted copies of each other).
+- The three together: 0.89-0.90x the Transformer step, 0.91x the weighted-split step
+  (weighted / standard 0.99). MFU is now counted with the closed-form matmul FLOPs: XLA's
+  count includes element-wise work, the unrolled hash's integer operations too (101.4 against
+  98.6 GFLOP per step), which would flatter it.
+- XLA:CPU options, compiled side by side in one process: oneDNN 1.03x, XNNPACK 1.04x,
+  prefer_vector_width=512 1.04x, the concurrency-optimised scheduler 1.05x (all slower or
+  equal: XLA's YNNPACK fusions already run the dots); jax.default_matmul_precision and the
+  BF16_BF16_F32 dot algorithm are ignored on CPU (f32 accuracy, f32 speed). Compile-time
+  options: optimisation level 1 compiles in 0.86x but steps in 1.02x, no expensive LLVM passes
+  0.94x and 0.99x: about even over 600 steps; not adopted.
+- bfloat16 on this AVX512-BF16 CPU: a matmul with bf16 operands and f32 output
+  (`preferred_element_type`) takes 0.42x (2048 x 256 x 256), 0.58x (x 1024), 0.69x (x 8192)
+  and 0.56x (4096^2) of the f32 one; with bf16 output, as `model.dtype="bfloat16"` computes,
+  1.08-1.21x. A matmul-only bf16 option (f32 elsewhere; bf16 operands and f32 results in the
+  backward pass too, through a custom VJP) is the largest lever left, and an opt-in (it
+  changes numerics). A prototype that routed every f32 dot so failed: the weight gradients'
+  dots, which XLA:CPU runs outside YNNPACK (contracting the major dimension), refuse
+  BF16 x BF16 = F32 ("UNIMPLEMENTED ... DotThunk"); it needs those dots in YNNPACK's layout.
+- Also measured, not adopted: a custom-VJP LayerNorm, 0.77x flax's forward+backward (under 1%
+  of a step); the einsum attention path for the whole step, 0.99x.
+- PyTorch under load: when other processes oversubscribe the cores, its eager step slows 3-4x
+  (each of its ~500 OpenMP parallel regions per step waits for a descheduled thread: Adam's
+  sqrt, 91 calls, took 8 ms each), XLA's few large fusions far less; x torch eager is only
+  meaningful on a quiet machine.
 - Branched block layout (wt/modules.py): einsums over `[b, q, M, .]` ran one encoder block's
   forward+backward at 1.30x a Transformer layer's (attention + FFN): XLA made the branch axis
   the batch axis of each matmul and transposed around every einsum. Transposing the heads once

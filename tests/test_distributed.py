@@ -220,6 +220,7 @@ def test_the_attention_path_follows_cudnn_constraints(changes, head_dim, call, e
   assert distributed.attention_path(config, head_dim, backend="gpu", **call)[0] == expected
 
 
+@pytest.mark.slow
 def test_the_model_passes_the_chosen_path_to_the_kernel_per_call(monkeypatch):
   """A faked GPU: training calls of even lengths get cuDNN, odd lengths and incremental decoding
   get XLA (run here through XLA: this machine has no cuDNN)."""

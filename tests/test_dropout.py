@@ -44,6 +44,7 @@ def test_dropout_keeps_the_mean_and_scales_the_kept_values():
   assert abs(y.mean() - 1.0) < 0.01
 
 
+@pytest.mark.slow
 def test_the_model_draws_flax_dropout_s_masks():
   """The module is a drop-in: same RNG path names, same masks, the same training outputs."""
   config = models.ModelConfig(

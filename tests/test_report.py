@@ -103,6 +103,7 @@ def _direct_p(test_type, baseline, system, references):
   )()[1]["BLEU"][1].p_value
 
 
+@pytest.mark.slow
 def test_compare_report_has_every_test_set_significance_in_numbers_and_words_and_figures(
   tmp_path, test_sets, monkeypatch
 ):
