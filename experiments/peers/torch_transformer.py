@@ -35,21 +35,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from experiments.peers import process
+from wt.models import sinusoidal_table  # the same positions as the JAX model, from one place
 
 # The bench-small shapes (experiments/bench.py SIZES): the defaults of the worker's flags.
 BENCH_SMALL = dict(
   vocab=8192, d_model=256, heads=8, d_ff=1024, layers=3, batch=32, source_len=64, target_len=64
 )
-
-
-def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
-  """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...): wt.models' table."""
-  position = np.arange(max_len)[:, None]
-  rates = np.exp(-np.log(10000.0) * np.arange(0, d_model, 2) / d_model)
-  table = np.zeros((max_len, d_model), np.float32)
-  table[:, 0::2] = np.sin(position * rates)
-  table[:, 1::2] = np.cos(position * rates)[:, : d_model // 2]
-  return table
 
 
 class TorchTransformer(nn.Module):
