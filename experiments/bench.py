@@ -45,6 +45,16 @@ from absl import app, flags
 
 from experiments import common  # noqa: F401  (quiet TensorFlow logs before JAX starts)
 
+# isort: split
+# After experiments.common: jax's import sets TF_CPP_MIN_LOG_LEVEL=1 unless it is already set.
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.configs.base import get_base_config
+from experiments.peers import compare
+from wt import decode, flops, kernels, models, optim, parallel, train
+
 _SECTIONS = flags.DEFINE_list(
   "sections", ["peak", "train", "peers", "profile", "kernels", "decode"], "sections to run"
 )
@@ -143,9 +153,6 @@ def interleaved(fns, rounds: int, warmup: int) -> dict:
 
 def _matmul(n: int, dtype):
   """A blocking call of a jitted n x n x n matmul, and its FLOPs."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   matmul = jax.jit(jnp.matmul)
@@ -154,8 +161,6 @@ def _matmul(n: int, dtype):
 
 def peak_section():
   """Practical matmul peak; bf16 too (CPUs without bf16 units emulate it, and it shows)."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
   calls, rows = {}, []
   for dtype in ("float32", "bfloat16"):
     for n in (2048, 4096):
@@ -182,8 +187,6 @@ def peak_section():
 
 
 def _model_config(size: str, variant: str):
-  from wt import models  # pylint: disable=g-import-not-at-top
-
   vocab, d_model, d_ff, heads, layers = SIZES[size][:5]
   return models.ModelConfig(
     vocab_size=vocab,
@@ -199,8 +202,6 @@ def _model_config(size: str, variant: str):
 
 def _batch(vocab: int, batch: int, source_len: int, target_len: int, seed: int = 0):
   """Random full-length sentences (no padding): every position is a real token."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
   rng = np.random.default_rng(seed)
   return {
     "inputs": rng.integers(2, vocab, (batch, source_len)).astype(np.int32),
@@ -212,11 +213,6 @@ class StepRunner:
   """One model's compiled training step on one device, with its state and a fixed batch."""
 
   def __init__(self, model_config, batch: int, source_len: int, target_len: int):
-    import jax  # pylint: disable=g-import-not-at-top
-
-    from experiments.configs.base import get_base_config  # pylint: disable=g-import-not-at-top
-    from wt import flops, models, optim, parallel, train  # pylint: disable=g-import-not-at-top
-
     optimizer, _ = optim.make_optimizer(get_base_config().train, model_config)
     one_device = parallel.data_parallel("shard_map", jax.devices()[:1])
     self.state = train.create_train_state(model_config, optimizer, 0, one_device)
@@ -240,8 +236,6 @@ class StepRunner:
     self.tokens = batch * target_len
 
   def __call__(self):
-    import jax  # pylint: disable=g-import-not-at-top
-
     self.state, metrics = self.compiled(self.state, self.batch)
     jax.block_until_ready((self.state, metrics))
 
@@ -249,8 +243,6 @@ class StepRunner:
 def _largest_batch(source_len: int, target_len: int):
   """(batch, runner): --base_batch, or the largest power of two up to the cap whose
   Transformer step fits in 80% of the device's (or host's) memory, with its compiled runner."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   config = _model_config("base", "transformer")
   if _BASE_BATCH.value:
     return _BASE_BATCH.value, None
@@ -271,8 +263,6 @@ def _largest_batch(source_len: int, target_len: int):
 def train_size(size: str, variants) -> dict:
   """Compiles every variant at `size`, then times their steps interleaved with the probe.
   The base size's batch is found first (see `_largest_batch`)."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
   batch, source_len, target_len = SIZES[size][5:]
   runners = {}
   if not batch:
@@ -363,11 +353,6 @@ def _hlo_names(hlo_text: str) -> dict:
 
 def peers_section() -> dict:
   """wt's bench-small steps against PyTorch's, interleaved (experiments/peers/compare.py)."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  from experiments.peers import compare  # pylint: disable=g-import-not-at-top
-  from wt import flops  # pylint: disable=g-import-not-at-top
-
   skipped = compare.skipped_without_torch()
   if skipped:
     return skipped
@@ -424,8 +409,6 @@ def profile_section():
 
 def profile_variant(variant: str, steps: int = 2):
   """Traces `steps` steps of a bench-small model and sums op time by kind."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   runner = StepRunner(_model_config("bench-small", variant), *SIZES["bench-small"][5:])
   for _ in range(2):
     runner()
@@ -474,11 +457,6 @@ def profile_variant(variant: str, steps: int = 2):
 
 def kernels_section():
   """Attention at base-size heads (8 x 64), batch * length = --attention_tokens."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  from wt import kernels  # pylint: disable=g-import-not-at-top
-
   rows = []
   for length in map(int, _LENGTHS.value):
     batch = max(_ATTENTION_TOKENS.value // length, 1)
@@ -501,7 +479,7 @@ def kernels_section():
     forward_flops = 4.0 * batch * length * length * 512
     for pass_ in ("forward", "forward+backward"):
       fast, slow = _median(times[("jax.nn", pass_)]), _median(times[("einsum", pass_)])
-      flops = forward_flops * (1 if pass_ == "forward" else 3)
+      pass_flops = forward_flops * (1 if pass_ == "forward" else 3)
       rows.append(
         dict(
           length=length,
@@ -512,7 +490,7 @@ def kernels_section():
           einsum_over_jax_nn=_median(
             [s / f for s, f in zip(times[("einsum", pass_)], times[("jax.nn", pass_)])]
           ),
-          jax_nn_flops_per_second=flops / fast,
+          jax_nn_flops_per_second=pass_flops / fast,
         )
       )
   return rows
@@ -520,10 +498,6 @@ def kernels_section():
 
 def decode_section():
   """Greedy and beam-4 sentences/s of the bench-small models, random weights, interleaved."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from wt import decode, models  # pylint: disable=g-import-not-at-top
-
   inputs = _batch(SIZES["bench-small"][0], _DECODE_BATCH.value, _DECODE_LEN.value, 1)["inputs"]
   inputs[:, -1] = decode.EOS
   calls = {}
@@ -617,8 +591,6 @@ interleaved runs (the machine was shared then: absolute times were 1.5-3x a quie
 
 
 def machine() -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-
   device = jax.devices()[0]
   return {
     "backend": jax.default_backend(),
@@ -740,8 +712,6 @@ def markdown(results: dict) -> str:
       + [""]
     )
   if "peers" in results:
-    from experiments.peers import compare  # pylint: disable=g-import-not-at-top
-
     out += compare.markdown(results["peers"])
   if "decode" in results:
     out += (

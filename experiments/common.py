@@ -8,7 +8,11 @@ import re
 import shlex
 
 import ml_collections
+from absl import flags, logging
 from ml_collections import config_flags
+
+from wt.config_checks import ConfigError
+from wt.data.cache import resolve_cache_dir
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # TensorFlow only reads TFDS data here; with oneDNN on, its import prints an INFO notice that no
@@ -32,8 +36,7 @@ def start(config=None, *, quiet: bool = False) -> None:
   the environment alone decides the processes.
   Logs go to stderr at INFO, or at WARNING with `quiet` (commands whose output is a result);
   an explicit --verbosity (-v) wins over both (e.g. --verbosity=0: INFO, -1: warnings only)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from absl import flags, logging  # pylint: disable=g-import-not-at-top
+  import jax  # After the TF_CPP_MIN_LOG_LEVEL default above: jax's import sets its own (1).
 
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING if quiet else logging.INFO)
@@ -41,13 +44,11 @@ def start(config=None, *, quiet: bool = False) -> None:
   if config is not None:
     _exit_if_invalid(config)
   if os.environ.get("WT_COMPILATION_CACHE", "1") != "0":
-    from wt.data.cache import resolve_cache_dir  # pylint: disable=g-import-not-at-top
-
     cache_dir = config.data.cache_dir if config is not None else None
     cache = pathlib.Path(resolve_cache_dir(cache_dir)) / "jax"
     jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  from wt import distributed  # pylint: disable=g-import-not-at-top
+  from wt import distributed  # After the TF_CPP_MIN_LOG_LEVEL default: imports jax.
 
   distributed.initialize(None if config is None else config.distributed)
   if config is not None:
@@ -57,8 +58,7 @@ def start(config=None, *, quiet: bool = False) -> None:
 def _exit_if_invalid(config) -> None:
   """Ends the command with one line naming the field and the fix when a section of the config
   cannot work (experiments/configs/base.py's validate), before anything loads or compiles."""
-  from experiments.configs import base  # pylint: disable=g-import-not-at-top
-  from wt.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+  from experiments.configs import base  # After the TF_CPP_MIN_LOG_LEVEL default: imports jax.
 
   try:
     base.validate(config)
@@ -68,8 +68,6 @@ def _exit_if_invalid(config) -> None:
 
 def config_name(separator: str = ":") -> str:
   """ "multi30k:quick" for --config experiments/configs/multi30k.py:quick (flags parsed)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
   path, _, variant = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")
   stem = pathlib.Path(path).stem
   return f"{stem}{separator}{variant}" if variant else stem
@@ -92,8 +90,6 @@ def define_trained_run_flags():
   """--workdir, --average_last, --beam_size, --length_penalty: how the evaluation commands
   pick a trained run and decode with it. Returns a function of the loaded
   `evaluation.TrainedModel` that gives the decode config with the flags applied."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
   flags.DEFINE_string("workdir", None, "a training run's workdir")
   flags.DEFINE_integer(
     "average_last", None, "average the last n checkpoints (default: the run's decode.average_last)"

@@ -14,14 +14,13 @@ import json
 import os
 import re
 
-from experiments import common, sweeps
+from experiments import common, jobs, report, sweeps
+from wt import data as data_lib
 
 
 def _test_sets(config) -> dict:
   """{split: (sources, references)} of config.compare.splits, from the raw data; read before
   anything trains, so that a split the dataset lacks fails at once."""
-  from wt import data as data_lib  # pylint: disable=g-import-not-at-top
-
   data = data_lib.load_translation_data(config.data)
   return {split: tuple(data.raw_split(split)) for split in config.compare.splits}
 
@@ -32,8 +31,6 @@ def _interleave(config) -> int:
 
 def compare(config, outdir: str, *, name: str, command: str, attention_maps: bool = True) -> str:
   """Runs (or resumes) the comparison in `outdir`; returns the report's path."""
-  from experiments import jobs, report  # pylint: disable=g-import-not-at-top
-
   test_sets = _test_sets(config)
   runs = [
     jobs.Job(
@@ -81,8 +78,6 @@ def ablate(
   config, sweep: str, outdir: str, *, name: str, command: str, attention_maps: bool = True
 ) -> str:
   """Runs (or resumes) every point of `sweep` for every seed; returns the report's path."""
-  from experiments import jobs, report  # pylint: disable=g-import-not-at-top
-
   points = sweeps.SWEEPS[sweep]
   test_sets = _test_sets(config)
   by_training = {}  # points that train the same model share one job per seed

@@ -12,10 +12,13 @@ training epochs; speed = examples (and non-pad tokens) per second that `train_ba
 import collections
 import time
 
+import jax
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments.configs import multi30k
+from wt import models, optim, parallel, train
 from wt.data import default_data_config, load_translation_data
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -57,11 +60,6 @@ def _data_config():
 
 def _training_examples_per_second(data, batch: dict) -> float:
   """Examples per second that training steps consume on `batch`'s shape (after 2 warm-ups)."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from experiments.configs import multi30k  # pylint: disable=g-import-not-at-top
-  from wt import models, optim, parallel, train  # pylint: disable=g-import-not-at-top
-
   config = _CONFIG.value if _CONFIG.value is not None else multi30k.get_config("quick")
   model_config = train.model_config_from(config, data.tokenizer.vocab_size)
   optimizer, _ = optim.make_optimizer(config.train, model_config)

@@ -25,6 +25,12 @@ from absl import app, flags
 
 from experiments import common, significance
 
+# isort: split
+# After experiments.common: jax's import sets TF_CPP_MIN_LOG_LEVEL=1 unless it is already set.
+import jax
+
+from wt import evaluation
+
 _decode_config = common.define_trained_run_flags()
 _SPLIT = flags.DEFINE_string("split", "test", "split to translate (e.g. validation, test)")
 _BRANCH = flags.DEFINE_enum(
@@ -45,10 +51,6 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   common.start(None, quiet=True)
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from wt import evaluation  # pylint: disable=g-import-not-at-top
-
   workdir = FLAGS.workdir
   trained = evaluation.load_trained(
     workdir, average_last=FLAGS.average_last, test_branch_weights=_BRANCH.value

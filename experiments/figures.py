@@ -19,13 +19,15 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+import jax
+import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
+import matplotlib.pyplot as plt  # noqa: E402  (after matplotlib.use)
 
-from wt import metrics  # noqa: E402
+from wt import evaluation, kernels, metrics, modules  # noqa: E402
 
 
 def _save(fig, path: str, dpi: int = 110) -> str:
@@ -181,11 +183,6 @@ def attention_maps(model, params, tokenizer, source: str, target: str) -> dict:
   "maps": {"enc 0 self": [heads, q, k], "dec 0 self": ..., "dec 0 cross": ...}}: rows are
   queries (the token being read, or for the decoder the token being predicted), columns keys.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  from wt import kernels  # pylint: disable=g-import-not-at-top
-
   inputs = jnp.asarray([tokenizer.encode(source)], jnp.int32)
   targets = jnp.asarray([tokenizer.encode(target)], jnp.int32)
   wanted = lambda module, method: (
@@ -262,8 +259,6 @@ def plot_attention_maps(
 def attention_figure(workdir: str, source: str, target: str, path: str, title: str) -> str:
   """Loads a finished run (its last checkpoint), computes `attention_maps` and plots them;
   weighted models title each branch with its kappa and alpha."""
-  from wt import evaluation, modules  # pylint: disable=g-import-not-at-top
-
   trained = evaluation.load_trained(workdir, average_last=1)
   attention = attention_maps(trained.model, trained.params, trained.data.tokenizer, source, target)
   branch_values = modules.branch_weight_values(trained.params, trained.model.config.branch_weights)

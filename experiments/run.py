@@ -13,6 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import common
+from wt import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:variant]")
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and results go")
@@ -24,8 +25,6 @@ def main(argv):
   del argv
   config = _CONFIG.value
   common.start(config)
-  from wt import train  # pylint: disable=g-import-not-at-top
-
   summary = train.train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
   print(json.dumps(summary, indent=2))
 

@@ -34,6 +34,7 @@ import numpy as np
 import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest
+from scipy.stats import ttest_rel
 
 LEVEL = 0.05
 BOOTSTRAP_SAMPLES = 1000
@@ -180,13 +181,11 @@ class SeedTest:
 
 def seed_test(baseline_scores: Sequence[float], system_scores: Sequence[float]) -> SeedTest:
   """A paired t-test over seeds (scipy.stats.ttest_rel) of scores matched by seed."""
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-
   baseline_scores, system_scores = np.asarray(baseline_scores), np.asarray(system_scores)
   differences = system_scores - baseline_scores
   if len(differences) < 2:
     return SeedTest(tuple(differences.tolist()), float(differences.mean()), None, None)
-  p_value = float(stats.ttest_rel(system_scores, baseline_scores).pvalue)
+  p_value = float(ttest_rel(system_scores, baseline_scores).pvalue)
   if np.isnan(p_value):  # every seed gave the same difference: no spread to test against
     p_value = 1.0 if np.all(differences == 0) else 0.0
   return SeedTest(

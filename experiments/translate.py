@@ -26,6 +26,12 @@ from absl import app, flags, logging
 
 from experiments import common
 
+# isort: split
+# After experiments.common: jax's import sets TF_CPP_MIN_LOG_LEVEL=1 unless it is already set.
+import jax
+
+from wt import evaluation
+
 _decode_config = common.define_trained_run_flags()
 _INPUT = flags.DEFINE_string("input", None, "file of source sentences (default: stdin)")
 _OUTPUT = flags.DEFINE_string("output", None, "file for the translations (default: stdout)")
@@ -76,10 +82,6 @@ def main(argv):
   del argv
   common.start(None, quiet=True)
   sentences = _read_input(_INPUT.value)
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from wt import evaluation  # pylint: disable=g-import-not-at-top
-
   trained = evaluation.load_trained(FLAGS.workdir, average_last=FLAGS.average_last)
   decode = _decode_config(trained)
   translations, timing = evaluation.translate_sentences(

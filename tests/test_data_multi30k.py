@@ -6,13 +6,15 @@ import gzip
 import http.server
 import pathlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from tests.synthetic_corpus import write_gzip_lines, write_multi30k
-from wt.data import DataError, default_data_config, load_translation_data, multi30k
+from wt.data import DataError, default_data_config, load_translation_data, multi30k, multi30k_tfds
 
 SHARED_COPY = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
 
@@ -71,6 +73,43 @@ def test_the_other_direction_shares_the_vocabulary_and_the_built_data(built):
   )
   assert reverse.raw_split("validation") == (corpora["val"]["de"], corpora["val"]["en"])
   assert reverse.tokenizer.model_path == data.tokenizer.model_path
+
+
+def test_the_files_reader_gives_the_tfds_data(built, monkeypatch):
+  corpora, tmp_path, data = built
+  monkeypatch.setattr(multi30k_tfds, "open_built", lambda *a: pytest.fail("TFDS was opened"))
+  files = load_translation_data(_config(tmp_path, tmp_path / "raw", reader="files"))
+  for split in multi30k.SPLIT_FILE_STEMS:
+    assert files.raw_split(split) == data.raw_split(split)
+  assert files.tokenizer.model_path == data.tokenizer.model_path  # the same identity and cache
+  assert files.num_examples("train") == data.num_examples("train")
+  assert next(files.train_batches(seed=3))["inputs"].tolist() == (
+    next(data.train_batches(seed=3))["inputs"].tolist()
+  )
+
+
+def test_the_files_reader_runs_where_tensorflow_cannot_be_imported(tmp_path):
+  write_multi30k(tmp_path / "raw")
+  config = _config(tmp_path, tmp_path / "raw", reader="files")
+  script = f"""
+import sys
+sys.modules["tensorflow"] = sys.modules["tensorflow_datasets"] = None  # imports now fail
+from wt.data import default_data_config, load_translation_data
+config = default_data_config()
+config.update({config.to_dict()!r})
+print(load_translation_data(config).num_examples("test2018_flickr"))
+"""
+  result = subprocess.run(
+    [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=300
+  )
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split()[-1] == str(
+    len(
+      multi30k.read_parallel_files(
+        tmp_path / "raw" / "test_2018_flickr.en.gz", tmp_path / "raw" / "test_2018_flickr.de.gz"
+      )[0]
+    )
+  )
 
 
 def test_explicit_folder_or_its_parent_or_env_is_used_before_the_shared_copy(

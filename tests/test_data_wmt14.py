@@ -114,6 +114,13 @@ def test_a_local_copy_is_read_without_tfds(tmp_path, monkeypatch, gzipped):
   assert {data.tokenizer.decode(row) for row in batch["inputs"]} <= set(corpora["train"]["en"])
 
 
+def test_the_files_reader_insists_on_a_local_copy(tmp_path):
+  config = default_data_config()
+  config.update(dict(dataset="wmt14", data_dir=str(tmp_path), reader="files"))
+  with pytest.raises(DataError, match=r"has no train\.en and train\.de .*local WMT14 copy"):
+    load_translation_data(config)
+
+
 def test_a_local_copy_is_keyed_by_its_training_bytes(tmp_path):
   for name in ("a", "b"):
     _write_local_copy(tmp_path / name, sizes=(("train", 30),))

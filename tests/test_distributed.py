@@ -15,8 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax._src import clusters
 
 from experiments.configs import multi30k, wmt14
+from tests.synthetic_corpus import parallel_corpus
 from wt import checkpoint, distributed, kernels, models, train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -74,8 +76,6 @@ def test_tpu_vms_are_detected_only_on_a_tpu_vm():
 
 
 def test_the_slurm_detection_agrees_with_jax(monkeypatch):
-  from jax._src import clusters  # pylint: disable=g-import-not-at-top
-
   for name in list(os.environ):
     if name.startswith(
       ("SLURM_", "OMPI_", "TPU_", "KUBERNETES_", "JAX_COORDINATOR", "JAX_LOCAL_DEVICE")
@@ -412,8 +412,6 @@ def test_slurm_tasks_evaluate_and_translate_as_one_process(tiny_config, tiny_dat
   expected = bleu(_single(evaluate))
   first, second = _run_as_slurm_tasks(evaluate)
   assert bleu(first) == expected and second == ""  # process 0 alone prints and writes
-
-  from tests.synthetic_corpus import parallel_corpus  # pylint: disable=g-import-not-at-top
 
   lines = parallel_corpus(90, seed=7)["en"] + ["", "   "]  # two batches of 64, empty lines
   source = tmp_path / "source.txt"

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import common, params
 from wt import flops, models, modules
 
 SMALL = dict(
@@ -113,8 +114,6 @@ def test_run_seconds_divide_the_flops_over_devices_peak_and_mfu():
 
 
 def test_the_cost_table_has_every_paper_run_and_its_assumptions(tmp_path):
-  from experiments import common, params  # pylint: disable=g-import-not-at-top
-
   table = params.cost_table(37000, 0.4, 32, "docs/benchmarks.json")
   rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
   assert [row.split(" | ")[0][2:] for row in rows] == [label for label, _ in params.COST_RUNS]

@@ -70,7 +70,7 @@ def test_same_round_ratios_and_mfu_are_medians_of_per_round_values():
 
 @needs_torch
 def test_the_pytorch_model_is_the_wt_transformer_plus_attention_biases():
-  from experiments.peers import torch_transformer  # pylint: disable=g-import-not-at-top
+  from experiments.peers import torch_transformer  # Optional: torch may be missing.
 
   config = models.ModelConfig(
     vocab_size=TINY["vocab"],
@@ -91,7 +91,7 @@ def test_the_pytorch_model_is_the_wt_transformer_plus_attention_biases():
 
 @needs_torch
 def test_one_pytorch_step_gives_a_loss_near_log_vocab():
-  from experiments.peers import torch_transformer  # pylint: disable=g-import-not-at-top
+  from experiments.peers import torch_transformer  # Optional: torch may be missing.
 
   step = torch_transformer.TrainStep(**TINY)
   loss = step()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from experiments import translate
+from experiments.configs import multi30k
 from wt import evaluation, models, train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -27,8 +28,6 @@ INFO_LOG = re.compile(r"^I\d{4} ", re.MULTILINE)  # absl's INFO prefix: I<month>
 def workdir(tiny_data_dirs, tmp_path_factory):
   """A tiny Transformer trained for 10 steps (tiny_config's settings, built here because
   tiny_config is per test)."""
-  from experiments.configs import multi30k  # pylint: disable=g-import-not-at-top
-
   data_dir, cache_dir = tiny_data_dirs
   config = multi30k.get_config("tiny")
   config.data.update(

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 MANIFEST = "wt_integrity.json"  # in every sealed step folder, beside orbax's files
 CORRUPT_DIR = "corrupt"  # unreadable steps go to <checkpoints>/corrupt/<step>
@@ -157,23 +158,17 @@ def check_manifest(step_dir: str) -> tuple[int, str]:
 def _from_chief(value: int) -> int:
   if jax.process_count() == 1:
     return value
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
   return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def _everywhere(ok: bool) -> bool:
   if jax.process_count() == 1:
     return ok
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
 def _barrier(name: str) -> None:
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
     multihost_utils.sync_global_devices(name)
 
 
@@ -313,8 +308,6 @@ class Checkpointer:
     steps = self.steps()
     if jax.process_count() == 1:
       return steps
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
     count = _from_chief(len(steps))
     mine = np.asarray(steps if self._is_chief else [0] * count, np.int32).reshape(count)
     return [int(s) for s in multihost_utils.broadcast_one_to_all(mine)] if count else []

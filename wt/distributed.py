@@ -74,7 +74,7 @@ class Cluster:
 def _on_cloud_tpu_vm() -> bool:
   """Whether JAX found TPU chips on this VM when it was imported (what its TPU clusters check)."""
   try:
-    from jax._src import cloud_tpu_init  # pylint: disable=g-import-not-at-top
+    from jax._src import cloud_tpu_init  # Optional: a private JAX module, may move.
   except ImportError:
     return False
   return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
@@ -233,7 +233,7 @@ def initialize(dist: Optional[Mapping[str, Any]] = None) -> str:
 
 def _require_kubernetes_client(cluster: Cluster) -> None:
   try:
-    import kubernetes  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+    import kubernetes  # noqa: F401  (optional: only a check that it is installed)
   except ImportError:
     raise RuntimeError(
       f"a Kubernetes indexed Job was detected ({cluster.evidence}) but the `kubernetes` "
@@ -341,7 +341,7 @@ def backend_defaults(config, backend: Optional[str] = None) -> dict[str, Any]:
   {"backend", "dtype", "attention", "attention_reason", "tokens_per_batch"}. The attention
   entry is the path of training and full-sequence evaluation (incremental decoding always
   takes XLA)."""
-  from wt import models  # pylint: disable=g-import-not-at-top
+  from wt import models  # Cycle: wt.models imports this module.
 
   backend = backend or jax.default_backend()
   model = config.model

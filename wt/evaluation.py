@@ -22,7 +22,9 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
+from wt import data as data_lib
 from wt import decode, metrics, models, train
 from wt.data import batching
 
@@ -41,8 +43,6 @@ def load_trained(
   """Loads a run for evaluation: parameters averaged over the last `average_last` checkpoints
   (default: the run's decode.average_last); `model_changes` set ModelConfig fields at test
   time (e.g. test_branch_weights="uniform")."""
-  from wt import data as data_lib  # pylint: disable=g-import-not-at-top
-
   config = train.load_run_config(workdir)
   if average_last is None:
     average_last = config.decode.average_last
@@ -129,8 +129,6 @@ def gather_rows(outputs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
     row += len(rows)
   if jax.process_count() == 1:
     return index, tokens
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
   rows, width = np.max(
     multihost_utils.process_allgather(np.array([len(index), width], np.int32)), axis=0
   )

@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from wt import config_checks as checks
+from wt import distributed
 
 AXIS = "batch"
 
@@ -60,8 +61,6 @@ class DistributedConfig(checks.Section, section="distributed"):
 def initialize_distributed(dist=None) -> str:
   """Joins a multi-process run (explicit coordinator, or a managed cluster JAX detects):
   moved to wt/distributed.py's `initialize`, which this calls."""
-  from wt import distributed  # pylint: disable=g-import-not-at-top
-
   return distributed.initialize(dist)
 
 

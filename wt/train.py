@@ -36,6 +36,7 @@ import optax
 from absl import logging
 
 from wt import checkpoint, metrics, models, optim, parallel, progress
+from wt import data as data_lib
 from wt.modules import branch_weight_values
 from wt.train_config import CONFIG_SECTIONS
 
@@ -267,8 +268,6 @@ class Trainer:
     show_progress: Optional[bool] = None,
     progress_position: int = 0,
   ):
-    from wt import data as data_lib  # pylint: disable=g-import-not-at-top
-
     self.config, self.workdir = config, workdir
     train_config = config.train
     validate_config(config)

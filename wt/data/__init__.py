@@ -7,9 +7,10 @@ token-budget batches in a few fixed shapes.
     for batch in data.train_batches(seed, start=position): ...   # 'inputs', 'targets', 'position'
     for batch in data.eval_batches("validation"): ...             # 'inputs', 'targets', 'index'
 
-Modules: config (defaults, validation), multi30k / wmt14 / sources (TFDS), tokenizer
-(SentencePiece), batching (numpy bucketing and plans), pipeline (TranslationData), cache.
-Importing this package does not import TensorFlow; loading a dataset does.
+Modules: config (defaults, validation), multi30k / wmt14 (the datasets' files), multi30k_tfds /
+sources (the TFDS path), tokenizer (SentencePiece), batching (numpy bucketing and plans),
+pipeline (TranslationData), cache. Importing this package does not import TensorFlow; loading
+a dataset through TFDS (config data.reader='tfds', the default) does, 'files' never does.
 """
 
 from wt.data.config import default_data_config, validate_data_config

@@ -8,6 +8,10 @@ Fields:
                      WMT14: a folder of plain-text files {train,validation,test}.{en,de}
                      (optionally .gz; see wt/data/wmt14.py), else the TFDS data_dir (default
                      <cache_dir>/tfds).
+  reader             'tfds' (default): Multi30k goes through a TFDS dataset built from its raw
+                     files, WMT14 through TFDS unless data_dir holds a local copy; 'files': the
+                     plain files themselves, no TensorFlow needed (Multi30k's raw files, WMT14's
+                     local copy, which must then exist). Same sentences, same caches either way.
   cache_dir          TFDS data, downloads, SentencePiece models, tokenized splits
                      (else env WT_CACHE_DIR, else ~/.cache/wt).
   vocab_size, spm_model_type   the joint SentencePiece vocabulary of both languages.
@@ -45,6 +49,7 @@ DATASET_SPLITS = {
 }
 LANGUAGES = ("en", "de")
 SPM_MODEL_TYPES = ("unigram", "bpe", "char", "word")
+READERS = ("tfds", "files")
 
 
 class DataConfigError(DataError, checks.ConfigError):
@@ -61,6 +66,7 @@ class DataConfig(checks.Section, section="data", error=DataConfigError):
   source_lang: str = "en"
   target_lang: str = "de"
   data_dir: Optional[str] = None
+  reader: str = "tfds"
   cache_dir: Optional[str] = None
   vocab_size: int = 8000
   spm_model_type: str = "unigram"
@@ -83,6 +89,7 @@ class DataConfig(checks.Section, section="data", error=DataConfigError):
     if self.source_lang == self.target_lang:
       raise checks.fail(self, "target_lang", "must differ from source_lang")
     checks.one_of(self, "spm_model_type", SPM_MODEL_TYPES)
+    checks.one_of(self, "reader", READERS)
     checks.positive_int(
       self,
       "vocab_size",

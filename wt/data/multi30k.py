@@ -1,4 +1,4 @@
-"""Multi30k EN-DE (WMT16-18 multimodal task 1) as a TFDS builder over the raw `.gz` files.
+"""Multi30k EN-DE (WMT16-18 multimodal task 1): its raw `.gz` files, found, checked and read.
 
 Splits: train (29,000 pairs), validation (1,014), test = test2016 flickr (1,000), and the extra
 test sets test2017_flickr (1,000), test2017_mscoco (461), test2018_flickr (1,071).
@@ -10,10 +10,16 @@ The 12 raw files (`<stem>.<lang>.gz`, see `raw_file_names`) are looked for, in o
   3. `<cache_dir>/downloads/multi30k` (an earlier download);
 and else downloaded there from github.com/multi30k/dataset at a pinned commit and checked
 against the sha256 below. Offline, the download gives up within `DOWNLOAD_DEADLINE_S` with a
-DataError that says where to put which files. The built TFDS data lives in
-`<cache_dir>/tfds/multi30k-<hash of the raw files>`, so other raw files never reuse it.
+DataError that says where to put which files.
+
+Config `data.reader` says how the files are read: 'tfds' (default) builds a TFDS dataset from
+them once (wt/data/multi30k_tfds.py, in `<cache_dir>/tfds/multi30k-<hash of the raw files>`)
+and reads that; 'files' reads the files themselves and needs no TensorFlow (accelerator images
+often lack it). Both give the same sentences in the same order under the same identity, so
+they share cached vocabularies and token files.
 """
 
+import dataclasses
 import gzip
 import hashlib
 import http.client
@@ -24,13 +30,11 @@ import time
 import urllib.request
 
 import ml_collections
-import tensorflow_datasets as tfds
 from absl import logging
 
 from wt.data.cache import publish
 from wt.data.config import DATASET_SPLITS, LANGUAGES
 from wt.data.errors import DataError
-from wt.data.sources import TranslationSource
 
 UPSTREAM_COMMIT = "a3d2e0d26b56f3846f66a952536ffed4e401d05a"
 UPSTREAM_URL = (
@@ -195,47 +199,28 @@ def raw_files_fingerprint(raw_dir: pathlib.Path) -> str:
   return hashlib.sha256("".join(digests.values()).encode()).hexdigest()
 
 
-class Multi30kTranslate(tfds.core.GeneratorBasedBuilder):
-  """Multi30k EN-DE; the raw files come in through `DownloadConfig(manual_dir=...)`."""
+@dataclasses.dataclass(frozen=True)
+class RawFilesSource:
+  """A `pipeline.SplitReader` over the raw files themselves (config `data.reader='files'`)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (
-    f"Put the files {raw_file_names()} from {UPSTREAM_URL} into the manual directory."
-  )
+  raw_dir: pathlib.Path
+  identity: str
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description="Multi30k English-German image captions (WMT16-18 multimodal task 1).",
-      features=tfds.features.Translation(languages=LANGUAGES),
-      supervised_keys=LANGUAGES,
-      disable_shuffling=True,  # Example i is line i of the raw files.
-      homepage="https://github.com/multi30k/dataset",
-      citation="Elliott et al., Multi30K: Multilingual English-German Image "
-      "Descriptions, Workshop on Vision and Language, 2016.",
+  def read(self, split: str, source_lang: str, target_lang: str) -> tuple[list[str], list[str]]:
+    """(sources, targets) of `split`, line i of each file as example i."""
+    stem = SPLIT_FILE_STEMS[split]
+    return read_parallel_files(
+      self.raw_dir / f"{stem}.{source_lang}.gz", self.raw_dir / f"{stem}.{target_lang}.gz"
     )
 
-  def _split_generators(self, dl_manager):
-    raw_dir = pathlib.Path(dl_manager.manual_dir)
-    generators = {}
-    for split, stem in SPLIT_FILE_STEMS.items():  # Reads and checks all files up front.
-      english, german = read_parallel_files(raw_dir / f"{stem}.en.gz", raw_dir / f"{stem}.de.gz")
-      generators[split] = self._generate_examples(english, german)
-    return generators
 
-  def _generate_examples(self, english: list[str], german: list[str]):
-    for index, (en, de) in enumerate(zip(english, german)):
-      yield index, {"en": en, "de": de}
-
-
-def open_multi30k(
-  data_config: ml_collections.ConfigDict, cache_dir: pathlib.Path
-) -> TranslationSource:
-  """Finds (or downloads) the raw files, builds the TFDS data once, and returns it."""
+def open_multi30k(data_config: ml_collections.ConfigDict, cache_dir: pathlib.Path):
+  """Finds (or downloads) the raw files and opens them the configured way (`data.reader`)."""
   raw_dir = find_raw_dir(data_config.data_dir, cache_dir / "downloads" / "multi30k")
   identity = f"multi30k-{raw_files_fingerprint(raw_dir)[:12]}"
-  builder = Multi30kTranslate(data_dir=str(cache_dir / "tfds" / identity))
-  builder.download_and_prepare(
-    download_config=tfds.download.DownloadConfig(manual_dir=str(raw_dir))
-  )
-  return TranslationSource(identity=identity, builder=builder)
+  if data_config.reader == "files":
+    return RawFilesSource(raw_dir, identity)
+  # Imported here: the TFDS path imports TensorFlow, which the files path must not need.
+  from wt.data import multi30k_tfds
+
+  return multi30k_tfds.open_built(raw_dir, identity, cache_dir)

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from wt.data import batching
+from wt.data import batching, multi30k, wmt14
 from wt.data.cache import publish, resolve_cache_dir, settings_key
 from wt.data.config import DATASET_SPLITS, LANGUAGES, validate_data_config
 from wt.data.errors import DataError
@@ -55,9 +55,6 @@ def load_translation_data(
   """Opens the configured dataset; see the module docstring."""
   validate_data_config(data_config)
   cache_dir = resolve_cache_dir(data_config.cache_dir)
-  # Imported here: they import TensorFlow, which `import wt.data` should not pay for.
-  from wt.data import multi30k, wmt14  # pylint: disable=g-import-not-at-top
-
   open_source = wmt14.open_wmt14 if data_config.dataset == "wmt14" else multi30k.open_multi30k
   return TranslationData(
     data_config,

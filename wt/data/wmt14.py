@@ -10,6 +10,9 @@ aligned with line i of `<split>.de`, UTF-8; `validation.{en,de}` and `test.{en,d
 when those splits are used. Cached vocabularies and token files are keyed by a sha256 of the
 training files, so every host of a run that reads the same bytes shares them.
 
+With config `data.reader='files'` the local copy is required (an error says what is missing)
+and TensorFlow is never imported.
+
 TFDS (otherwise): the TFDS data directory is `data.data_dir` if set, else `<cache_dir>/tfds`;
 the first use downloads and prepares the dataset there (TFDS needs the network for that, once).
 """
@@ -111,13 +114,14 @@ class LocalSource:
 
 
 def open_wmt14(data_config: ml_collections.ConfigDict, cache_dir: pathlib.Path):
-  """The local copy in `data.data_dir` if it holds one; else TFDS, prepared once."""
-  if has_local_copy(data_config.data_dir):
-    return LocalSource.open(data_config.data_dir)
+  """The local copy in `data.data_dir` if it holds one; else TFDS, prepared once (unless
+  `data.reader='files'`, which insists on the local copy)."""
+  if has_local_copy(data_config.data_dir) or data_config.reader == "files":
+    return LocalSource.open(data_config.data_dir or ".")
   # Imported here: a local copy needs no TensorFlow.
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds
 
-  from wt.data.sources import TranslationSource  # pylint: disable=g-import-not-at-top
+  from wt.data.sources import TranslationSource
 
   data_dir = data_config.data_dir or str(cache_dir / "tfds")
   builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
