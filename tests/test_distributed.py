@@ -262,7 +262,8 @@ def test_the_model_passes_the_chosen_path_to_the_kernel_per_call(monkeypatch):
 
 @pytest.mark.skipif(
   jax.default_backend() != "gpu",
-  reason="needs a CUDA GPU: checks cuDNN fused attention against XLA",
+  reason="needs a CUDA GPU (the suite defaults to CPU; on a GPU machine run it with "
+  "JAX_PLATFORMS=cuda pytest tests/test_distributed.py -k cudnn_attention_on_a_gpu)",
 )
 def test_cudnn_attention_on_a_gpu_matches_xla():
   config = models.ModelConfig(

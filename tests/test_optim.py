@@ -11,6 +11,7 @@ import pytest
 from tests.references import brute_force_simplex_projection
 from wt import models, optim
 from wt.modules import is_branch_weight
+from wt.train_config import TrainConfig
 
 
 def test_simplex_projection_matches_brute_force():
@@ -138,7 +139,10 @@ def test_softmax_mode_learns_free_logits_without_projection():
   assert any(abs(w.sum() - 1.0) > 1e-3 for w in _branch_leaves(last))  # logits, not weights
 
 
-def test_unknown_branch_schedule_is_refused():
+def test_every_checked_branch_schedule_builds_and_others_are_refused_by_the_config():
   model_config, _ = _weighted_params()
-  with pytest.raises(ValueError, match="train.branch_schedule='fast'"):
-    optim.make_optimizer(_train_config(branch_schedule="fast"), model_config)
+  for name in optim.BRANCH_SCHEDULES:
+    _, schedules = optim.make_optimizer(_train_config(branch_schedule=name), model_config)
+    assert (schedules["branch_learning_rate"] is schedules["learning_rate"]) == (name == "shared")
+  with pytest.raises(ValueError, match="branch_schedule.*'fast'"):
+    TrainConfig.from_mapping(dict(branch_schedule="fast"))

@@ -115,20 +115,16 @@ def make_optimizer(
   weights_lr = vaswani_schedule(
     model_config.d_model, train_config.warmup_steps, train_config.learning_rate_scale
   )
-  if train_config.branch_schedule == "own":
-    branch_lr = branch_schedule(
+  # The field's values are checked once, by wt.train_config.TrainConfig (BRANCH_SCHEDULES).
+  branch_lr = {
+    "own": lambda: branch_schedule(
       model_config.d_model,
       model_config.num_layers,
       train_config.branch_warmup_steps,
       train_config.learning_rate_scale,
-    )
-  elif train_config.branch_schedule == "shared":
-    branch_lr = weights_lr
-  else:
-    raise ValueError(
-      f"train.branch_schedule={train_config.branch_schedule!r} is not a valid "
-      f"choice; use 'own' (Ahmed et al.) or 'shared' (same as the weights)"
-    )
+    ),
+    "shared": lambda: weights_lr,
+  }[train_config.branch_schedule]()
   branch_chain = [adam(branch_lr)]
   if model_config.branch_weights == "projection":
     branch_chain.append(simplex_projection())
