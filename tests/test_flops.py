@@ -122,3 +122,14 @@ def test_the_cost_table_has_every_paper_run_and_its_assumptions(tmp_path):
   doc.write_text("intro\n<!-- cost:begin -->\nold\n<!-- cost:end -->\nafter\n")
   common.replace_section(str(doc), "cost", "new")
   assert doc.read_text() == "intro\n<!-- cost:begin -->\nnew\n<!-- cost:end -->\nafter\n"
+
+
+def test_chips_are_found_by_jaxs_device_kind_and_cpus_are_not():
+  assert flops.device_peak_flops("NVIDIA H100 80GB HBM3") == flops.PEAK_FLOPS["H100"]
+  assert flops.device_peak_flops("NVIDIA H200") == flops.PEAK_FLOPS["H200"]
+  assert flops.device_peak_flops("NVIDIA A100-SXM4-40GB") == flops.PEAK_FLOPS["A100"]
+  assert flops.device_peak_flops("NVIDIA GeForce RTX 4090") is None
+  assert flops.device_peak_flops("TPU v4") == flops.PEAK_FLOPS["TPU v4"]
+  assert flops.device_peak_flops("TPU v5 lite") == flops.PEAK_FLOPS["TPU v5e"]
+  assert flops.device_peak_flops("TPU v5p") is None
+  assert flops.device_peak_flops("cpu") is None

@@ -21,7 +21,8 @@ padded positions too).
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Optional
 
 from wt.models import ModelConfig
 
@@ -114,10 +115,22 @@ def compiled_flops(compiled: Any) -> float:
 PEAK_FLOPS = {
   "A100": 312e12,  # A100 SXM4: 312 TFLOP/s bf16 tensor cores
   "H100": 989e12,  # H100 SXM5: 989 TFLOP/s bf16 (1979 is with 2:4 sparsity)
+  "H200": 989e12,  # the H100's compute with more and faster memory
   "TPU v4": 275e12,  # one v4 chip (two TensorCores)
   "TPU v5e": 197e12,  # one v5e chip
   "P100": 9.3e12,  # P100 SXM2 float32 (Vaswani et al.'s GPUs; they trained in float32)
 }
+
+
+def device_peak_flops(device_kind: str) -> Optional[float]:
+  """PEAK_FLOPS of the chip JAX names `device_kind` ("NVIDIA H100 80GB HBM3", "TPU v4";
+  "TPU v5 lite" is the v5e), or None for a chip not listed (CPUs included). GPUs get their SXM
+  figure: a PCIe card of the same name is slower, and its MFU reads low."""
+  kind = device_kind.replace("TPU v5 lite", "TPU v5e")
+  for name, peak in PEAK_FLOPS.items():
+    if re.search(rf"(^|\W){re.escape(name)}(\W|$)", kind):
+      return peak
+  return None
 
 
 def batch_shape(tokens_per_batch: int, length: int) -> tuple[int, int, int]:
