@@ -8,6 +8,11 @@ Variants (the argument after the colon):
          the validation curves separating from noise, not converged BLEU.
   small  the honest comparison: 3 seeds, five times quick's steps, close to its plateau
          (its report: docs/results/multi30k-small).
+  small256  `small` at twice the width, 8 heads/branches (d_model 256, d_ff 1024): a step
+         closer to the papers' scale. A step has about 3x small's FLOPs (wt/flops.py), which
+         makes a run about an hour on 2 CPU cores, so 2 seeds.
+         Its study: `experiments.ablate --config ...:small256 --sweep branch_residual` (the
+         Transformer, today's Weighted Transformer and every residual reading).
   tiny   a toy size for tests and smoke runs (seconds).
 """
 
@@ -33,6 +38,17 @@ PRESETS = {
     warmup_steps=400,
     tokens_per_batch=2048,
     seeds=(0, 1, 2),
+    log_every=50,
+    eval_every=250,
+    checkpoint_every=500,
+  ),
+  "small256": dict(
+    model=dict(num_layers=2, d_model=256, d_ff=1024, num_heads=8, num_branches=8),
+    vocab_size=8000,
+    num_steps=3000,
+    warmup_steps=400,
+    tokens_per_batch=2048,
+    seeds=(0, 1),
     log_every=50,
     eval_every=250,
     checkpoint_every=500,
