@@ -160,6 +160,26 @@ def test_an_over_long_line_is_cut_with_one_warning_and_the_others_translate_as_a
   assert not caplog.records  # the line cut by hand is within the limit: no warning
 
 
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_rows_split_over_the_devices_decode_as_on_one_device(random_model, beam_size):
+  model, params = random_model
+  rng = np.random.default_rng(0)
+  batches = []
+  for start, width in ((0, 7), (13, 12)):  # two shapes, 3 padding rows (index -1) in each
+    inputs = rng.integers(2, 40, (16, width)).astype(np.int32)
+    inputs[:, -1] = 1
+    index = np.full(16, -1)
+    index[:13] = np.arange(start, start + 13)
+    batches.append({"inputs": inputs, "index": index})
+  options = dict(beam_size=beam_size, length_penalty=0.6, max_extra_len=6)
+  one = evaluation.translate_batches(
+    model, params, batches, WordTokenizer(), 26, devices=jax.local_devices()[:1], **options
+  )
+  assert jax.local_device_count() == 8  # tests/conftest.py
+  split = evaluation.translate_batches(model, params, batches, WordTokenizer(), 26, **options)
+  assert split[0] == one[0] and len(split[0]) == 26 and any(split[0])
+
+
 def test_read_lines_replaces_bytes_that_are_not_utf8_and_names_the_line(caplog):
   stream = io.BytesIO(b"\xef\xbb\xbfA dog.\r\ncaf\xe9\n\nlast line, no newline")
   with caplog.at_level(logging.WARNING):

@@ -9,8 +9,10 @@
                      a sentence longer than the model takes is cut with a warning naming it
 
 Every distinct batch shape is compiled before the clock starts, so the reported speed is
-decoding only. In a multi-process run each process decodes its rows of every batch and the
-rows are gathered in order (`gather_rows`), so every process gets every translation.
+decoding only. A process with several devices splits each batch's rows over them (the
+decoder under shard_map, no communication: every row is decoded on its own); in a
+multi-process run each process decodes its rows of every batch and the rows are gathered in
+order (`gather_rows`), so every process gets every translation.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jax
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from wt import data as data_lib
 from wt import decode, metrics, models, train
@@ -46,9 +49,13 @@ def load_trained(
   config = train.load_run_config(workdir)
   if average_last is None:
     average_last = config.decode.average_last
-  # Each process of a multi-process run holds its rows of every evaluation batch.
+  # Each process of a multi-process run holds its rows of every evaluation batch, in a
+  # multiple of its device count (translate_batches splits them over its devices).
   data = data_lib.load_translation_data(
-    config.data, process_index=jax.process_index(), process_count=jax.process_count()
+    config.data,
+    row_multiple=jax.local_device_count(),
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
   )
   model_config = train.model_config_from(config, data.tokenizer.vocab_size)
   params = train.restore_params(workdir, average_last)
@@ -67,16 +74,33 @@ def translate_batches(
   beam_size: int,
   length_penalty: float,
   max_extra_len: int,
+  devices: Optional[Sequence[jax.Device]] = None,
 ) -> tuple[list[str], dict]:
-  """Translations in index order, and timing: (sentences, compile_seconds, seconds, speed)."""
+  """Translations in index order, and timing: (sentences, compile_seconds, seconds, speed).
+
+  Each batch's rows are split over `devices` (default: this process's) when every batch has
+  a multiple of their count, else decoded on the first one."""
   method = "greedy" if beam_size == 1 else "beam"
-  decode_fn = jax.jit(
-    decode.make_decode_fn(
-      model,
-      beam_size=beam_size,
-      length_penalty=length_penalty,
-      max_extra_len=max_extra_len,
-      method=method,
+  decode_fn = decode.make_decode_fn(
+    model,
+    beam_size=beam_size,
+    length_penalty=length_penalty,
+    max_extra_len=max_extra_len,
+    method=method,
+  )
+  devices = list(devices or jax.local_devices())
+  if any(batch["inputs"].shape[0] % len(devices) for batch in batches):
+    devices = devices[:1]
+  mesh = Mesh(np.array(devices), ("rows",))
+  rows = NamedSharding(mesh, PartitionSpec("rows"))
+  params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+  decode_rows = jax.jit(
+    jax.shard_map(
+      decode_fn,
+      mesh=mesh,
+      in_specs=(PartitionSpec(), PartitionSpec("rows")),
+      out_specs=PartitionSpec("rows"),
+      check_vma=False,
     )
   )
   start = time.perf_counter()
@@ -84,12 +108,17 @@ def translate_batches(
   for batch in batches:
     shape = batch["inputs"].shape
     if shape not in compiled:
-      compiled[shape] = decode_fn.lower(params, batch["inputs"]).compile()
+      compiled[shape] = decode_rows.lower(
+        params, jax.ShapeDtypeStruct(shape, batch["inputs"].dtype, sharding=rows)
+      ).compile()
   compile_seconds = time.perf_counter() - start
 
   start = time.perf_counter()
   outputs = [
-    (batch["index"], compiled[batch["inputs"].shape](params, batch["inputs"])[0])
+    (
+      batch["index"],
+      compiled[batch["inputs"].shape](params, jax.device_put(batch["inputs"], rows))[0],
+    )
     for batch in batches
   ]
   index, tokens = gather_rows([(np.asarray(i), np.asarray(jax.device_get(t))) for i, t in outputs])
@@ -219,8 +248,10 @@ def translate_sentences(
       )
       encoded[j] = ids[: limit - 1] + [tokenizer.eos_id]
   order = np.argsort([len(ids) for ids in encoded], kind="stable")
-  # Several processes: each decodes its rows of every batch (translate_batches gathers them).
-  batch_size = -(-batch_size // jax.process_count()) * jax.process_count()
+  # Several processes: each decodes its rows of every batch (translate_batches gathers them),
+  # split over its devices.
+  row_multiple = jax.process_count() * jax.local_device_count()
+  batch_size = -(-batch_size // row_multiple) * row_multiple
   local = batching.process_rows(batch_size, jax.process_index(), jax.process_count())
   batches = []
   for start in range(0, len(order), batch_size):
