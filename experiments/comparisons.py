@@ -13,6 +13,7 @@ of `config.compare.splits` (the first is the headline), with paired significance
 import json
 import os
 import re
+from typing import Optional
 
 from experiments import common, jobs, report, sweeps
 from wt import data as data_lib
@@ -75,9 +76,21 @@ def evaluation_name(point: sweeps.Point) -> str:
 
 
 def ablate(
-  config, sweep: str, outdir: str, *, name: str, command: str, attention_maps: bool = True
+  config,
+  sweep: str,
+  outdir: str,
+  *,
+  name: str,
+  command: str,
+  attention_maps: bool = True,
+  runs_dir: Optional[str] = None,
 ) -> str:
-  """Runs (or resumes) every point of `sweep` for every seed; returns the report's path."""
+  """Runs (or resumes) every point of `sweep` for every seed; returns the report's path.
+
+  The runs live in `runs_dir` (default `outdir`, where the report goes): studies given the
+  same one share the runs they have in common, such as the baselines, which a later study
+  only reads back. Give one runs_dir to one ablation at a time."""
+  runs_dir = runs_dir or outdir
   points = sweeps.SWEEPS[sweep]
   test_sets = _test_sets(config)
   by_training = {}  # points that train the same model share one job per seed
@@ -86,12 +99,12 @@ def ablate(
     by_training.setdefault(key, []).append(point)
   runs, job_of = [], {}
   for shared in by_training.values():
-    folder = _job_folder(outdir, [_slug(p.train) for p in shared])
+    folder = _job_folder(runs_dir, [_slug(p.train) for p in shared])
     for seed in config.compare.seeds:
       job = jobs.Job(
         f"{folder}/seed{seed}",
         common.with_overrides(config, {**shared[0].train, "train.seed": seed}),
-        os.path.join(outdir, folder, f"seed{seed}"),
+        os.path.join(runs_dir, folder, f"seed{seed}"),
         {evaluation_name(p): dict(p.test) for p in shared},
       )
       runs.append(job)

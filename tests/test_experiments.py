@@ -191,6 +191,33 @@ def test_ablate_shares_jobs_between_points_of_the_same_config_and_names_both_bas
   assert list(captured["test_sets"]) == list(experiment_config.compare.splits)
 
 
+def test_a_later_study_reads_the_baselines_of_an_earlier_one_from_a_shared_runs_dir(
+  experiment_config, tmp_path, monkeypatch
+):
+  captured = {}
+  monkeypatch.setattr(jobs, "run_jobs", lambda runs, **kwargs: captured.setdefault("runs", runs))
+  monkeypatch.setattr(
+    report_module, "sweep_report", lambda rows, outdir, **kwargs: os.path.join(outdir, "r.md")
+  )
+  for folder in ("attention-multihead", "attention-weighted"):  # the earlier study's baselines
+    (tmp_path / "runs" / folder).mkdir(parents=True)
+  path = comparisons.ablate(
+    experiment_config,
+    "branch_ffn",
+    str(tmp_path / "study"),
+    name="tiny",
+    command="test",
+    runs_dir=str(tmp_path / "runs"),
+  )
+  assert path == str(tmp_path / "study" / "r.md")
+  assert {job.workdir: job.config.model.branch_ffn for job in captured["runs"]} == {
+    str(tmp_path / "runs" / "attention-multihead" / "seed0"): "split",
+    str(tmp_path / "runs" / "attention-weighted" / "seed0"): "split",  # also branch_ffn=split
+    str(tmp_path / "runs" / "attention-weighted_branch_ffn-shared" / "seed0"): "shared",
+    str(tmp_path / "runs" / "attention-weighted_branch_ffn-full" / "seed0"): "full",
+  }
+
+
 @pytest.mark.parametrize(
   "sweep",
   ["num_branches", "branch_ffn", "branched_decoder", "branch_residual", "branch_output_bias"],
