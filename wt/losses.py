@@ -59,7 +59,9 @@ def _per_token(logits: Array, targets: Array, label_smoothing: float):
   return smoothed, nll, lse
 
 
-_SCOPE = "label_smoothed_cross_entropy"  # names the ops in profiles (experiments/bench.py)
+_SCOPE = (
+  "label_smoothed_cross_entropy"  # names the ops in profiles (experiments/benchmarks/profile.py)
+)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

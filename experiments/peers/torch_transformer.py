@@ -2,7 +2,7 @@
 
     python -m experiments.peers.torch_transformer [--compile] [--threads 2] [size flags]
 
-The model is the wt Transformer (experiments/bench.py `bench-small` by default) in stock
+The model is the wt Transformer (experiments/benchmarks/train.py `bench-small` by default) in
 PyTorch: one embedding matrix shared by source, target and the pre-softmax projection
 (scaled by sqrt(d_model), N(0, d_model^-0.5) init), sinusoidal positions, post-norm layers
 (LayerNorm eps 1e-6, no final encoder/decoder norm: wt's post-norm model has none), ReLU,
@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from experiments.peers import process
 from wt.models import sinusoidal_table  # the same positions as the JAX model, from one place
 
-# The bench-small shapes (experiments/bench.py SIZES): the defaults of the worker's flags.
+# The bench-small shapes (SIZES of experiments/benchmarks/train.py): the worker flags defaults.
 BENCH_SMALL = dict(
   vocab=8192, d_model=256, heads=8, d_ff=1024, layers=3, batch=32, source_len=64, target_len=64
 )
@@ -118,7 +118,7 @@ def noam(d_model: int, warmup: int = 4000):
 
 
 class TrainStep:
-  """Model, Adam and a fixed batch of random full-length sentences (as experiments/bench.py)."""
+  """Model, Adam and a fixed batch of random full-length sentences (as the wt benchmark)."""
 
   def __init__(
     self,

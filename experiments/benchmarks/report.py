@@ -1,0 +1,244 @@
+"""The report of `python -m experiments.bench`: every section's Markdown table in a fixed
+order (`document`), the notes on what was tried while tuning (`FINDINGS`, after the training
+tables), and the checkpoint section's table and its explanation."""
+
+from experiments.benchmarks import timing
+from experiments.benchmarks.options import Options
+from experiments.peers import compare
+
+FINDINGS = """## Notes: where the rest of the time goes, and what was tried
+
+Measured while tuning, on the 2-core CPU of docs/benchmarks.md, as same-round ratios of
+interleaved runs (the machine was shared then: absolute times were 1.5-3x a quiet machine's).
+
+- Quiet, the 2-core matmul peak is 170-205 GFLOP/s; when other jobs share the cores it drops
+  to 65-100. Matmuls are now three quarters of a bench-small step's op time (profile above);
+  the 2048 x 256 x 256 Q/K/V/output projections run at about half the peak.
+- Loss over the vocabulary (wt/losses.py): one custom-VJP function whose forward pass only
+  reduces the `[tokens, vocab]` logits and whose backward pass writes their gradient in one
+  element-wise loop, instead of autodiff of `-sum(soft * log_softmax)`. With it, the logits
+  projection's embedding gradient as `(x^T g)^T` (wt/kernels.py `tied_logits`): XLA had
+  copied g into a transposed 64 MB layout for `g^T x`. Logits matmul + loss forward and
+  backward alone: fused loss 0.84x, both 0.62-0.71x; the whole step: 0.95x, and its peak
+  memory from 887 to 571 MiB (no log-probabilities kept for the backward pass).
+- Dropout: JAX lowers its Threefry hash on CPU as an XLA while loop (faster compiles), which
+  writes every mask out four times. The same hash unrolled (wt/kernels.py `bernoulli_mask`:
+  the same bits, so the same masks as flax's Dropout, bit for bit) fuses into the mask's use:
+  17 bench-small masks forward and backward 0.16x; the whole step 0.96x. Rejected: the rbg
+  and unsafe_rbg generators (2.2x and 2.35x slower), two masks from one hash's two words
+  (0.09x, but new masks), an integer-mix hash (0.03x; a weaker generator whose masks at two
+  sites are shifted copies of each other).
+- The three together: 0.89-0.90x the Transformer step, 0.91x the weighted-split step
+  (weighted / standard 0.99). MFU is now counted with the closed-form matmul FLOPs: XLA's
+  count includes element-wise work, the unrolled hash's integer operations too (101.4 against
+  98.6 GFLOP per step), which would flatter it.
+- XLA:CPU options, compiled side by side in one process: oneDNN 1.03x, XNNPACK 1.04x,
+  prefer_vector_width=512 1.04x, the concurrency-optimised scheduler 1.05x (all slower or
+  equal: XLA's YNNPACK fusions already run the dots); jax.default_matmul_precision and the
+  BF16_BF16_F32 dot algorithm are ignored on CPU (f32 accuracy, f32 speed). Compile-time
+  options: optimisation level 1 compiles in 0.86x but steps in 1.02x, no expensive LLVM passes
+  0.94x and 0.99x: about even over 600 steps; not adopted.
+- bfloat16 on this AVX512-BF16 CPU: a matmul with bf16 operands and f32 output
+  (`preferred_element_type`) takes 0.42x (2048 x 256 x 256), 0.58x (x 1024), 0.69x (x 8192)
+  and 0.56x (4096^2) of the f32 one; with bf16 output, as `model.dtype="bfloat16"` computes,
+  1.08-1.21x. A matmul-only bf16 option (f32 elsewhere; bf16 operands and f32 results in the
+  backward pass too, through a custom VJP) is the largest lever left, and an opt-in (it
+  changes numerics). A prototype that routed every f32 dot so failed: the weight gradients'
+  dots, which XLA:CPU runs outside YNNPACK (contracting the major dimension), refuse
+  BF16 x BF16 = F32 ("UNIMPLEMENTED ... DotThunk"); it needs those dots in YNNPACK's layout.
+- Also measured, not adopted: a custom-VJP LayerNorm, 0.77x flax's forward+backward (under 1%
+  of a step); the einsum attention path for the whole step, 0.99x.
+- PyTorch under load: when other processes oversubscribe the cores, its eager step slows 3-4x
+  (each of its ~500 OpenMP parallel regions per step waits for a descheduled thread: Adam's
+  sqrt, 91 calls, took 8 ms each), XLA's few large fusions far less; x torch eager is only
+  meaningful on a quiet machine.
+- Branched block layout (wt/modules.py): einsums over `[b, q, M, .]` ran one encoder block's
+  forward+backward at 1.30x a Transformer layer's (attention + FFN): XLA made the branch axis
+  the batch axis of each matmul and transposed around every einsum. Transposing the heads once
+  to branch-major `[M, b*q, depth]` and keeping 3-D tensors: 1.03x (adopted); branch-major 4-D:
+  1.17x; summing per-branch outputs instead of one `(M, F)` contraction: 1.5x (rejected).
+- `fold_branch_output` (head_i (kappa_i W^{O_i} W1_i), same function and parameters): 0.66x a
+  Transformer layer in the new layout (0.81x in the old); 22% fewer FLOPs per step here.
+- One fused Q/K/V projection (concatenated kernels, one `[d, 3d]` matmul): 1.03x the three
+  separate projections; not adopted. Einsum attention against `jax.nn`'s: 0.6x to 1.5x by
+  length and pass (kernel table); attention is about 12% of a step, the default is kept.
+- Compile time per batch shape (bench-small): 2.2 s at 1 layer, 3.4 s at 3, 5.7 s at 6, the
+  same for both models: `nn.scan` over layers would save about 1.2 s per shape at 3 layers
+  (10 s of the quick experiment's 8 shapes); not worth restructuring the model for.
+"""
+
+
+def table(header, rows) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def markdown(results: dict, options: Options) -> str:
+  """Every section's tables but the checkpoint's, in a fixed order."""
+  g = lambda x: f"{x / 1e9:.1f}"
+  out = [
+    "# Benchmarks",
+    "",
+    f"Command: `{results['command']}`  ",
+    "Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()),
+    "",
+  ]
+  if "peak" in results:
+    peak = results["peak"]
+    out += (
+      ["## Matmul peak", ""]
+      + table(
+        ["dtype", "n", "ms", "GFLOP/s"],
+        [
+          (r["dtype"], r["n"], f"{r['seconds'] * 1e3:.0f}", g(r["flops_per_second"]))
+          for r in peak["matmuls"]
+        ],
+      )
+      + [""]
+    )
+  for size in results.get("train", []):
+    first = size["variants"][0]
+    out += [
+      f"## Training step, {size['size']} ({first['batch']} sentences x "
+      f"{first['source_len']} + {first['target_len']} tokens, {options.dtype})",
+      "",
+      f"MFU: the model's matmul FLOPs (closed form, wt/flops.py) per second against the "
+      f"{timing.PROBE}^2 f32 matmul timed in the same rounds "
+      f"({g(size['probe_flops_per_second'])} GFLOP/s, median), the median over rounds "
+      f"(MFU XLA: with XLA's count, which also counts element-wise work, the dropout "
+      f"hash's integer operations included); best MFU: fastest step against fastest "
+      f"matmul (the machine unshared). x Transformer: median over rounds of the step-time "
+      f"ratio.",
+      "",
+    ]
+    on_chip = any(r.get("mfu_of_nominal_peak") for r in size["variants"])
+    out += table(
+      [
+        "model",
+        "step s",
+        "x Transformer",
+        "target tok/s",
+        "GFLOP XLA",
+        "GFLOP closed form",
+        "MFU",
+        "MFU XLA",
+        "best MFU",
+        "peak memory MiB",
+        "compile s",
+      ]
+      + (["MFU of the chip's bf16 peak"] if on_chip else []),
+      [
+        (
+          r["variant"],
+          f"{r['step_seconds']:.3f}",
+          "" if r["ratio_to_transformer"] is None else f"{r['ratio_to_transformer']:.3f}",
+          f"{r['tokens_per_second']:.0f}",
+          g(r["xla_flops"]),
+          g(r["closed_form_flops"]),
+          f"{r['mfu']:.2f}",
+          f"{r['mfu_xla']:.2f}",
+          f"{r['best_mfu']:.2f}",
+          f"{r['peak_bytes'] / 2**20:.0f}",
+          f"{r['compile_seconds']:.1f}",
+        )
+        + ((f"{r['mfu_of_nominal_peak']:.2f}",) if on_chip else ())
+        for r in size["variants"]
+      ],
+    ) + [""]
+  for prof in results.get("profile", []):
+    out += (
+      [
+        f"## Where the bench-small {prof['variant']} step goes",
+        "",
+        f"Step {prof['step_seconds']:.3f} s (traced); op time summed over threads "
+        f"{prof['op_seconds']:.3f} s, of which matmuls {prof['matmul_op_seconds']:.3f} s.",
+        "",
+      ]
+      + table(
+        ["kind of op (JAX name)", "s per step", "share"],
+        [(r["kind"], f"{r['seconds']:.3f}", f"{r['share']:.0%}") for r in prof["kinds"]],
+      )
+      + [""]
+    )
+  if "kernels" in results:
+    out += (
+      ["## Attention kernels (8 heads x 64, key padding mask, f32)", ""]
+      + table(
+        ["length", "batch", "pass", "jax.nn ms", "einsum ms", "einsum / jax.nn", "jax.nn GFLOP/s"],
+        [
+          (
+            r["length"],
+            r["batch"],
+            r["pass_"],
+            f"{r['jax_nn_seconds'] * 1e3:.1f}",
+            f"{r['einsum_seconds'] * 1e3:.1f}",
+            f"{r['einsum_over_jax_nn']:.2f}",
+            g(r["jax_nn_flops_per_second"]),
+          )
+          for r in results["kernels"]
+        ],
+      )
+      + [""]
+    )
+  if "peers" in results:
+    out += compare.markdown(results["peers"])
+  if "decode" in results:
+    out += (
+      [
+        f"## Decoding, bench-small, random weights ({options.decode_batch} sentences of "
+        f"{options.decode_len} tokens, up to {options.decode_len + options.decode_extra} "
+        f"output tokens each)",
+        "",
+      ]
+      + table(
+        ["model", "method", "s per batch", "sentences/s"],
+        [
+          (r["variant"], r["method"], f"{r['seconds']:.2f}", f"{r['sentences_per_second']:.1f}")
+          for r in results["decode"]
+        ],
+      )
+      + [""]
+    )
+  return "\n".join(out)
+
+
+def checkpoint_markdown(rows: list) -> list[str]:
+  """The checkpoint section: the table and what its columns measure."""
+  saves = rows[0]["saves"] if rows else 0
+  return (
+    [
+      "## Checkpoint integrity: what sealing a save costs",
+      "",
+      "Every saved step is sealed once orbax has finished writing it: a background thread hashes "
+      "each file of the step (sha256) into `checkpoints/<step>/wt_integrity.json`, and a restore "
+      "checks it before orbax reads the step (wt/checkpoint.py). Here the state of a run (params, "
+      f"Adam moments, step, RNG), {saves} saves into a temporary folder, medians of saves "
+      f'2-{saves}; "orbax save" is `save` + `wait` without the seal, "verify at restore" the '
+      "check of the step's manifest a restore makes first. The seal runs beside training, not "
+      "in the training thread; only `wait`/`close`/`restore` wait for it.",
+      "",
+    ]
+    + table(
+      ["config", "params", "state MiB", "orbax save s", "seal s", "verify at restore s"],
+      [
+        (
+          r["config"],
+          f"{r['params'] / 1e6:.1f}M",
+          f"{r['state_mib']:.0f}",
+          f"{r['orbax_save_seconds']:.3f}",
+          f"{r['seal_seconds']:.3f}",
+          f"{r['verify_seconds']:.3f}",
+        )
+        for r in rows
+      ],
+    )
+    + [""]
+  )
+
+
+def document(results: dict, options: Options) -> str:
+  """The whole report: the tables, the notes after training tables, then the checkpoint's."""
+  text = markdown(results, options) + ("\n" + FINDINGS if "train" in results else "")
+  if "checkpoint" in results:
+    text += "\n" + "\n".join(checkpoint_markdown(results["checkpoint"]))
+  return text

@@ -1,0 +1,29 @@
+"""The benchmark's sections (experiments/benchmarks/): the checkpoint section's rows on a tiny
+state and their table. The command itself (experiments/bench.py, its flags) is not imported:
+its flags' names are other commands' too."""
+
+from experiments.benchmarks import checkpoint, report
+from experiments.configs import multi30k
+from wt import models
+
+
+def test_checkpoint_rows_time_saves_after_the_first_and_render_as_the_table():
+  config = multi30k.get_config("tiny")
+  config.data.vocab_size = 96
+  row = checkpoint.measure("multi30k.py:tiny", config, saves=2)
+  state = checkpoint.run_state(config)
+  assert row["config"] == "multi30k.py:tiny" and row["saves"] == 2
+  assert row["params"] == models.count_params(state["params"])
+  for name in ("orbax_save", "seal", "verify"):
+    assert len(row[f"{name}_seconds_all"]) == 2  # every save is timed, the first one dropped
+    assert row[f"{name}_seconds"] == row[f"{name}_seconds_all"][1] > 0
+  assert 0 < row["state_mib"] < 10
+  lines = report.checkpoint_markdown([row])
+  assert lines[0] == "## Checkpoint integrity: what sealing a save costs"
+  assert "| config | params | state MiB | orbax save s | seal s | verify at restore s |" in lines
+  assert f"| multi30k.py:tiny | {row['params'] / 1e6:.1f}M |" in lines[-2]
+
+
+def test_checkpoint_configs_are_named_as_files_of_experiments_configs():
+  assert checkpoint.load_config("multi30k.py:small") == multi30k.get_config("small")
+  assert checkpoint.load_config("wmt14.py:transformer_base").model.d_model == 512
