@@ -6,6 +6,7 @@ import os
 import pathlib
 import re
 import shlex
+import sys
 
 import ml_collections
 from absl import flags, logging
@@ -27,6 +28,22 @@ class _DropLibraryChatter(py_logging.Filter):
     return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
 
 
+def _stdout_for_results_only() -> None:
+  """Points file descriptor 1 at stderr and `sys.stdout` at a copy of the real stdout: what
+  libraries write to fd 1 themselves (gloo's connection lines in a multi-process CPU run, C++
+  logs) reaches the terminal but never the command's results (a translation file)."""
+  sys.stdout.flush()
+  results = os.dup(1)
+  os.dup2(2, 1)
+  sys.stdout = open(  # open as long as the process, as stdout is
+    results,
+    "w",
+    encoding=sys.stdout.encoding,
+    errors=sys.stdout.errors,
+    buffering=1 if os.isatty(results) else -1,
+  )
+
+
 def start(config=None, *, quiet: bool = False) -> None:
   """Sets up logging and the persistent compilation cache (under the data cache folder, off
   with WT_COMPILATION_CACHE=0), joins a multi-process run when config.distributed or the
@@ -34,10 +51,13 @@ def start(config=None, *, quiet: bool = False) -> None:
   the backend's defaults into the config (model.dtype="auto", data.tokens_per_device: see
   wt/distributed.py). Without a config (evaluation commands): the default cache folder, and
   the environment alone decides the processes.
-  Logs go to stderr at INFO, or at WARNING with `quiet` (commands whose output is a result);
-  an explicit --verbosity (-v) wins over both (e.g. --verbosity=0: INFO, -1: warnings only)."""
+  Logs go to stderr at INFO, or at WARNING with `quiet` (commands whose output is a result,
+  whose stdout then carries only what they print: see `_stdout_for_results_only`); an explicit
+  --verbosity (-v) wins over both (e.g. --verbosity=0: INFO, -1: warnings only)."""
   import jax  # After the TF_CPP_MIN_LOG_LEVEL default above: jax's import sets its own (1).
 
+  if quiet:
+    _stdout_for_results_only()
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING if quiet else logging.INFO)
   logging.get_absl_handler().addFilter(_DropLibraryChatter())

@@ -331,8 +331,9 @@ def _free_slurm_job_id() -> int:
 
 
 def _run_as_slurm_tasks(arguments: list[str], stdin_file=None) -> list[str]:
-  """`python -m <arguments>` as two SLURM tasks of one job; their stdouts (stderr must show
-  that JAX's SLURM detection started them)."""
+  """`python -m <arguments>` as two SLURM tasks of one job; their stdouts, which must hold
+  nothing but the command's results (gloo, the CPU collectives, prints its connections to
+  file descriptor 1), and stderr must show that JAX's SLURM detection started them."""
   job_id = _free_slurm_job_id()
   processes = [
     subprocess.Popen(
@@ -349,11 +350,7 @@ def _run_as_slurm_tasks(arguments: list[str], stdin_file=None) -> list[str]:
   for i, (p, (_, err)) in enumerate(zip(processes, outputs)):
     assert p.returncode == 0, err[-3000:]
     assert f"joined the slurm run: process {i} of 2" in err, err[-3000:]
-  # Gloo (the CPU collectives) prints its connections to stdout, before any result.
-  return [
-    "".join(line for line in out.splitlines(keepends=True) if "peer ranks" not in line)
-    for out, _ in outputs
-  ]
+  return [out for out, _ in outputs]
 
 
 def _single(arguments: list[str]) -> str:
