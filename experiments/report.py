@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from experiments import figures, significance
+from experiments import figures, significance, summary
 
 MODEL_NAMES = {"multihead": "Transformer", "weighted": "Weighted Transformer"}
 SIGNIFICANCE_CACHE = "significance_cache.json"
@@ -106,11 +106,11 @@ def test_set_tables(systems: Sequence[System], test_sets: TestSets) -> list[str]
   return lines + ([note, ""] if note else [])
 
 
-def significance_section(
+def paired_comparisons(
   pairs: Sequence[tuple[System, System]], test_sets: TestSets, outdir: str
-) -> list[str]:
-  """The paired tests of every (baseline, system) on every test set: method, table, words.
-  Tests already made on the same translations are read from `outdir`'s cache file."""
+) -> list[significance.Comparison]:
+  """The paired tests of every (baseline, system) on every test set. Tests already made on the
+  same translations are read from `outdir`'s cache file."""
   cache_path = os.path.join(outdir, SIGNIFICANCE_CACHE)
   cache = {}
   if os.path.exists(cache_path):
@@ -123,6 +123,11 @@ def significance_section(
   ]
   with open(cache_path, "w", encoding="utf-8") as f:
     json.dump(cache, f)
+  return comparisons
+
+
+def significance_section(comparisons: Sequence[significance.Comparison]) -> list[str]:
+  """The paired tests: method, table, words."""
   if not comparisons:
     return []
   signature = next((p.signature for c in comparisons for p in c.per_seed), "")
@@ -326,6 +331,8 @@ def compare_report(
   pairs = [
     (systems[i], systems[j]) for i in range(len(systems)) for j in range(i + 1, len(systems))
   ]
+  comparisons = paired_comparisons(pairs, test_sets, outdir)
+  summary.write(outdir, summary.study_summary(systems, comparisons, systems[0][0], list(test_sets)))
   lines = [
     *_header(title, command, _scores(results[0], split).get("bleu_signature")),
     *table,
@@ -337,7 +344,7 @@ def compare_report(
     "## Test sets",
     "",
     *test_set_tables(systems, test_sets),
-    *significance_section(pairs, test_sets, outdir),
+    *significance_section(comparisons),
     "## Figures",
     "",
     *figure_section(systems, outdir, title, test_sets, attention_maps),
@@ -390,6 +397,8 @@ def sweep_report(
         same.append(f"{point[0]} is {reference}'s own runs")
       else:
         pairs.append((by_label[reference], point))
+  comparisons = paired_comparisons(pairs, test_sets, outdir)
+  summary.write(outdir, summary.study_summary(points, comparisons, references[0], list(test_sets)))
   baseline_words = " ".join(
     ([f"Every point is tested against {' and against '.join(references)}."] if pairs else [])
     + [f"{'; '.join(same)} (not tested against it)."] * bool(same)
@@ -409,7 +418,7 @@ def sweep_report(
     *test_set_tables(points, test_sets),
     baseline_words,
     "",
-    *significance_section(pairs, test_sets, outdir),
+    *significance_section(comparisons),
     "## Figures",
     "",
     *figure_section(points, outdir, title, test_sets, attention_maps),

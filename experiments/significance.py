@@ -185,9 +185,12 @@ def seed_test(baseline_scores: Sequence[float], system_scores: Sequence[float]) 
   differences = system_scores - baseline_scores
   if len(differences) < 2:
     return SeedTest(tuple(differences.tolist()), float(differences.mean()), None, None)
-  p_value = float(ttest_rel(system_scores, baseline_scores).pvalue)
-  if np.isnan(p_value):  # every seed gave the same difference: no spread to test against
+  if np.std(differences) <= 1e-12 * max(1.0, float(np.abs(differences).max())):
+    # Every seed gave the same difference: no spread to test against (scipy would warn of
+    # catastrophic cancellation, or return NaN).
     p_value = 1.0 if np.all(differences == 0) else 0.0
+  else:
+    p_value = float(ttest_rel(system_scores, baseline_scores).pvalue)
   return SeedTest(
     tuple(differences.tolist()),
     float(differences.mean()),

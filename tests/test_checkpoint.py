@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wt import checkpoint, train
+from wt import checkpoint, models, train
+from wt.data.config import DataConfig
+from wt.decode_config import DecodeConfig
 
 
 def _params(checkpoints: pathlib.Path, step=None):
@@ -230,3 +232,17 @@ def test_a_saved_config_that_predates_a_field_resumes_only_at_its_default(
   tiny_config.model.scale_attention = False
   with pytest.raises(ValueError, match=r"differs in model.scale_attention\)"):
     train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
+
+
+def test_evaluating_a_run_that_predates_fields_reads_them_at_their_defaults(tiny_config, tmp_path):
+  train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
+  path = tmp_path / train.CONFIG_FILE
+  saved = json.loads(path.read_text())
+  del saved["data"]["reader"], saved["decode"]["beam_size"], saved["model"]["branch_output_bias"]
+  saved["model"]["d_model"] = 48  # a saved value is kept, whatever today's default
+  path.write_text(json.dumps(saved))
+  loaded = train.load_run_config(str(tmp_path))
+  assert loaded.data.reader == DataConfig.reader
+  assert loaded.decode.beam_size == DecodeConfig.beam_size
+  assert loaded.model.branch_output_bias == models.ModelConfig.branch_output_bias
+  assert loaded.model.d_model == 48

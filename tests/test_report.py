@@ -12,8 +12,10 @@ import pytest
 import sacrebleu
 from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest
+from scipy import stats as scipy_stats
 
 from experiments import figures, report, significance
+from experiments import summary as summary_module
 from tests.synthetic_corpus import parallel_corpus
 from wt import models
 
@@ -197,6 +199,9 @@ def test_sweep_report_tests_every_point_against_both_baselines(tmp_path, test_se
   p_bs = _direct_p("bs", reference_hyps, ffn_hyps, refs)
   assert f"p {significance._p(p_bs)} / " in rows["branch_residual=ffn − weighted (today's)"][0][1]
   assert "| 1 of 1 |" in text and "(1 seed)" in text
+  written = json.loads((tmp_path / "report" / "summary.json").read_text())
+  assert written["reference"] == "transformer" and written["split"] == "test"  # no test2018
+  assert [row["system"] for row in written["systems"]] == [label for label, *_ in points[1:]]
   assert (tmp_path / "report" / "final_branch_weights.png").read_bytes()[:8] == PNG_HEADER
 
 
@@ -274,3 +279,58 @@ def test_attention_maps_are_the_weights_the_model_attended_with(attention, tmp_p
       assert np.all(np.triu(weights, k=1) < 1e-6)  # causal
   path = figures.plot_attention_maps(maps, str(tmp_path / "attention.png"), "t")
   assert pathlib.Path(path).read_bytes()[:8] == PNG_HEADER
+
+
+def test_study_summary_against_scipy_and_sacrebleu_and_its_table(tmp_path, test_sets):
+  transformer = [make_result(tmp_path / "t", "multihead", s, 0.05, test_sets) for s in (0, 1, 2)]
+  weighted = [make_result(tmp_path / "w", "weighted", s, 0.25, test_sets) for s in (0, 1, 2)]
+  for seed, result in enumerate(weighted):
+    result["best_eval_loss"] += 0.01 * seed  # loss gaps 0.20, 0.21, 0.22
+    result["train_seconds"] = 2.4  # 1.2 times the Transformer's 2.0 s for 20 steps
+  systems = [("transformer", transformer, "default"), ("weighted", weighted, "default")]
+  comparisons = report.paired_comparisons([tuple(systems)], test_sets, str(tmp_path))
+  summary = summary_module.study_summary(systems, comparisons, "transformer", list(test_sets))
+  assert summary["split"] == "test2018_flickr"  # the untuned set, not the headline one
+  (row,) = summary["systems"]
+  loss_gaps = [w["best_eval_loss"] - t["best_eval_loss"] for t, w in zip(transformer, weighted)]
+  assert row["validation_loss_gap"]["mean"] == pytest.approx(np.mean(loss_gaps))
+  assert row["validation_loss_gap"]["p"] == pytest.approx(
+    scipy_stats.ttest_rel(
+      [w["best_eval_loss"] for w in weighted], [t["best_eval_loss"] for t in transformer]
+    ).pvalue
+  )
+  references = test_sets["test2018_flickr"][1]
+  bleu = lambda result: (
+    sacrebleu.corpus_bleu(
+      significance.read_translations(result, "test2018_flickr"), [references]
+    ).score
+  )
+  bleu_gaps = [bleu(w) - bleu(t) for t, w in zip(transformer, weighted)]
+  assert row["bleu_gap"]["mean"] == pytest.approx(np.mean(bleu_gaps))
+  assert row["bleu_gap"]["sd"] == pytest.approx(np.std(bleu_gaps, ddof=1))
+  significant = sum(
+    max(
+      _direct_p(
+        kind, *(significance.read_translations(r, "test2018_flickr") for r in (t, w)), references
+      )
+      for kind in ("bs", "ar")
+    )
+    < 0.05
+    for t, w in zip(transformer, weighted)
+  )
+  assert row["seeds_significant"] == significant
+  assert row["step_time_ratio"] == pytest.approx(1.2)
+  (tmp_path / "study").mkdir()
+  summary_module.write(str(tmp_path / "study"), summary)
+  (table_row,) = [
+    line
+    for line in summary_module.results_table(summary_module.collect(str(tmp_path)))
+    if line.startswith("| `study`")
+  ]
+  assert (
+    table_row.startswith(
+      f"| `study` | weighted | transformer | 3 | +{np.mean(loss_gaps):.3f} ± "
+      f"{np.std(loss_gaps, ddof=1):.3f} (p "
+    )
+    and f"{significant} of 3 | 1.20x |" in table_row
+  )

@@ -119,6 +119,10 @@ def test_seed_test_is_a_paired_t_test():
   single = significance.seed_test([30.0], [31.5])
   assert single.mean == 1.5 and single.sd is None and single.p_value is None
   assert not single.significant
+  # The same difference for every seed (no spread): no t-test, and no warning from scipy.
+  constant = significance.seed_test([2.1, 2.1], [2.4, 2.4])
+  assert constant.p_value == 0.0 and constant.sd == pytest.approx(0.0)
+  assert significance.seed_test([30.0, 31.0], [30.0, 31.0]).p_value == 1.0
 
 
 def test_corpus_scores_and_length_ratio_are_sacrebleus(systems):

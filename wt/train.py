@@ -182,12 +182,12 @@ def fields_added_at_default(saved: dict, current: dict, defaults: dict) -> list[
   )
 
 
-def _section_defaults() -> dict:
-  """Every run section's field defaults (its dataclass in `CONFIG_SECTIONS`),
-  flattened and JSON-typed as in config.json."""
+def _section_defaults(sections=_RUN_SECTIONS) -> dict:
+  """The field defaults of `sections` (their dataclasses in `CONFIG_SECTIONS`), flattened and
+  JSON-typed as in config.json."""
   return {
     f"{name}.{field.name}": json.loads(json.dumps(field.default))
-    for name in _RUN_SECTIONS
+    for name in sections
     for field in dataclasses.fields(CONFIG_SECTIONS[name])
   }
 
@@ -478,22 +478,34 @@ class Trainer:
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run in `workdir` was trained with (its config.json)."""
+  """The config a run in `workdir` was trained with (its config.json), with the defaults of
+  fields that code newer than the run added."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(
       f"{path} does not exist: {workdir} is not a training workdir "
       f"(train one with python -m experiments.run --workdir {workdir})"
     )
-  return ml_collections.ConfigDict(
-    checkpoint.read_json(
-      path,
-      fix=(
-        f"restore it from a copy, or delete it and rerun python -m experiments.run with the "
-        f"run's config and --workdir {workdir}, which writes it again and resumes the run"
-      ),
-    )
+  saved = checkpoint.read_json(
+    path,
+    fix=(
+      f"restore it from a copy, or delete it and rerun python -m experiments.run with the "
+      f"run's config and --workdir {workdir}, which writes it again and resumes the run"
+    ),
   )
+  # Fields a newer version of the code added: the run was trained with their defaults.
+  have = _flatten(saved)
+  added = {
+    key: value
+    for key, value in _section_defaults([s for s in CONFIG_SECTIONS if s in saved]).items()
+    if key not in have
+  }
+  if added:
+    logging.info("%s predates the fields %s; they take their defaults", path, sorted(added))
+  for key, value in added.items():
+    section, field = key.split(".", 1)
+    saved[section][field] = value
+  return ml_collections.ConfigDict(saved)
 
 
 def restore_params(workdir: str, average_last: int = 1):
