@@ -25,7 +25,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from wt import evaluation, metrics, models, train
+from wt import evaluation, metrics, models, preemption, train
 
 RESULT_FILE = "result.json"
 
@@ -162,9 +162,16 @@ def run_jobs(jobs: list[Job], *, splits=("test",), interleave_steps: int = 0) ->
     trainers = [
       train.Trainer(job.config, job.workdir, progress_position=i) for i, job in enumerate(pending)
     ]
-    while any(t.step < t.config.train.num_steps for t in trainers):
+    try:
+      with preemption.notices():  # also between the runs' turns
+        while any(t.step < t.config.train.num_steps for t in trainers):
+          for trainer in trainers:
+            trainer.train_until(trainer.step + interleave_steps)
+    except preemption.Preempted:  # one run saved its step: so does every other
       for trainer in trainers:
-        trainer.train_until(trainer.step + interleave_steps)
+        trainer.save_checkpoint_now()
+        trainer.close()
+      raise
     for job, trainer in zip(pending, trainers):
       _evaluate_and_record(job, trainer, splits)
       trainer.close()

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wt import checkpoint, models, train
+from wt import checkpoint, models, run_config, train
 from wt.data.config import DataConfig
 from wt.decode_config import DecodeConfig
 
@@ -178,8 +178,8 @@ def test_a_verified_step_that_does_not_fit_the_target_is_an_error_and_kept(tmp_p
 
 
 def test_config_json_is_replaced_atomically(tiny_config, tmp_path, monkeypatch):
-  train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
-  path = tmp_path / train.CONFIG_FILE
+  run_config.check_workdir(tiny_config, str(tmp_path), overwrite=False)
+  path = tmp_path / run_config.CONFIG_FILE
   before = path.read_text()
 
   def interrupted(value, f, **kwargs):
@@ -188,15 +188,15 @@ def test_config_json_is_replaced_atomically(tiny_config, tmp_path, monkeypatch):
 
   monkeypatch.setattr(json, "dump", interrupted)
   with pytest.raises(KeyboardInterrupt):
-    train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
+    run_config.check_workdir(tiny_config, str(tmp_path), overwrite=False)
   monkeypatch.undo()
   assert path.read_text() == before
-  assert [p.name for p in tmp_path.iterdir()] == [train.CONFIG_FILE]  # no temporary left
+  assert [p.name for p in tmp_path.iterdir()] == [run_config.CONFIG_FILE]  # no temporary left
 
 
 def test_an_empty_config_json_is_an_error_naming_the_file_and_the_fix(tiny_config, tmp_path):
-  train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
-  path = tmp_path / train.CONFIG_FILE
+  run_config.check_workdir(tiny_config, str(tmp_path), overwrite=False)
+  path = tmp_path / run_config.CONFIG_FILE
   path.write_text("")
   with pytest.raises(
     checkpoint.RunStateError,
@@ -205,43 +205,43 @@ def test_an_empty_config_json_is_an_error_naming_the_file_and_the_fix(tiny_confi
   ):
     train.Trainer(tiny_config, str(tmp_path))
   with pytest.raises(checkpoint.RunStateError, match=rf"{path} is unreadable.*delete it"):
-    train.load_run_config(str(tmp_path))
+    run_config.load(str(tmp_path))
   path.write_text('{"model": {"d_mod')
   with pytest.raises(checkpoint.RunStateError, match=rf"{path} is unreadable \(Unterminated"):
-    train.load_run_config(str(tmp_path))
-  train._check_workdir(tiny_config, str(tmp_path), overwrite=True)  # starts the run again
-  assert train.load_run_config(str(tmp_path)).model.d_model == tiny_config.model.d_model
+    run_config.load(str(tmp_path))
+  run_config.check_workdir(tiny_config, str(tmp_path), overwrite=True)  # starts the run again
+  assert run_config.load(str(tmp_path)).model.d_model == tiny_config.model.d_model
 
 
 def test_a_saved_config_that_predates_a_field_resumes_only_at_its_default(
   tiny_config, tmp_path, caplog
 ):
   caplog.set_level(logging.INFO)
-  train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
-  path = tmp_path / train.CONFIG_FILE
+  run_config.check_workdir(tiny_config, str(tmp_path), overwrite=False)
+  path = tmp_path / run_config.CONFIG_FILE
   saved = json.loads(path.read_text())
   assert saved["model"]["scale_attention"] is True  # the base default
   del saved["model"]["scale_attention"]
   del saved["train"]["branch_schedule"]
   path.write_text(json.dumps(saved))
-  train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
+  run_config.check_workdir(tiny_config, str(tmp_path), overwrite=False)
   assert "model.scale_attention=True" in caplog.text and "predates" in caplog.text
   assert "scale_attention" in json.loads(path.read_text())["model"]  # written in full again
 
   path.write_text(json.dumps(saved))
   tiny_config.model.scale_attention = False
   with pytest.raises(ValueError, match=r"differs in model.scale_attention\)"):
-    train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
+    run_config.check_workdir(tiny_config, str(tmp_path), overwrite=False)
 
 
 def test_evaluating_a_run_that_predates_fields_reads_them_at_their_defaults(tiny_config, tmp_path):
-  train._check_workdir(tiny_config, str(tmp_path), overwrite=False)
-  path = tmp_path / train.CONFIG_FILE
+  run_config.check_workdir(tiny_config, str(tmp_path), overwrite=False)
+  path = tmp_path / run_config.CONFIG_FILE
   saved = json.loads(path.read_text())
   del saved["data"]["reader"], saved["decode"]["beam_size"], saved["model"]["branch_output_bias"]
   saved["model"]["d_model"] = 48  # a saved value is kept, whatever today's default
   path.write_text(json.dumps(saved))
-  loaded = train.load_run_config(str(tmp_path))
+  loaded = run_config.load(str(tmp_path))
   assert loaded.data.reader == DataConfig.reader
   assert loaded.decode.beam_size == DecodeConfig.beam_size
   assert loaded.model.branch_output_bias == models.ModelConfig.branch_output_bias

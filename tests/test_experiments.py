@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import pytest
 
 from experiments import comparisons, jobs, sweeps
 from experiments import report as report_module
-from wt import train
+from wt import checkpoint, preemption, train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
@@ -189,6 +190,33 @@ def test_ablate_shares_jobs_between_points_of_the_same_config_and_names_both_bas
   )
   assert captured["baselines"] == sweeps.BASELINES
   assert list(captured["test_sets"]) == list(experiment_config.compare.splits)
+
+
+def test_sigterm_during_interleaved_runs_saves_every_run_where_it_is(
+  experiment_config, tmp_path, monkeypatch
+):
+  experiment_config.train.update(num_steps=20, checkpoint_every=20, log_every=5, eval_every=20)
+  runs = [
+    jobs.Job(f"run{k}", experiment_config, str(tmp_path / f"run{k}"), {"default": {}})
+    for k in (0, 1)
+  ]
+  run_step = train.Trainer._run_step
+
+  def signal_in_run1_step7(self, device_batch):
+    outputs = run_step(self, device_batch)
+    if self.workdir.endswith("run1") and self.step + 1 == 7:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return outputs
+
+  monkeypatch.setattr(train.Trainer, "_run_step", signal_in_run1_step7)
+  with pytest.raises(preemption.Preempted):  # turns of 5 steps: run0 reached 10, run1 7
+    jobs.run_jobs(runs, interleave_steps=5)
+  steps = lambda k: checkpoint.Checkpointer(str(tmp_path / f"run{k}" / "checkpoints")).steps()
+  assert (steps(0), steps(1)) == ([10], [7])
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+  monkeypatch.undo()
+  results = jobs.run_jobs(runs, interleave_steps=5)  # resumes both to the end
+  assert [r["step"] for r in results] == [20, 20]
 
 
 def test_a_later_study_reads_the_baselines_of_an_earlier_one_from_a_shared_runs_dir(

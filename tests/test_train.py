@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import multi30k
-from wt import checkpoint, metrics, models, optim, parallel, train
+from wt import checkpoint, metrics, models, optim, parallel, preemption, train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -182,6 +182,35 @@ def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(tiny_con
   assert "resumed" in resumed.stderr
   train.train_and_evaluate(tiny_config, str(tmp_path / "uninterrupted"))
   assert_trees_close(final_params(killed), final_params(tmp_path / "uninterrupted"), atol=1e-6)
+
+
+def _sigterm_at_step(monkeypatch, trainer_class, at_step: int):
+  """Makes the process send itself SIGTERM while a Trainer runs its step number `at_step`."""
+  run_step = trainer_class._run_step
+
+  def run_step_then_signal(self, device_batch):
+    outputs = run_step(self, device_batch)
+    if self.step + 1 == at_step:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return outputs
+
+  monkeypatch.setattr(trainer_class, "_run_step", run_step_then_signal)
+
+
+def test_sigterm_saves_the_step_reached_and_stops_with_143(tiny_config, tmp_path, monkeypatch):
+  tiny_config.train.update(num_steps=20, checkpoint_every=10, log_every=5, eval_every=20)
+  trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
+  _sigterm_at_step(monkeypatch, train.Trainer, 7)
+  with pytest.raises(preemption.Preempted) as stopped:
+    trainer.train_until(20)
+  assert stopped.value.code == 143 and stopped.value.step == 7 and trainer.step == 7
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the usual effect outside training
+  trainer.close()
+  monkeypatch.undo()
+  assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).steps() == [7]
+  resumed = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
+  assert resumed.step == 7 and resumed.data_position == trainer.data_position
+  resumed.close()
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from wt import data as data_lib
-from wt import decode, metrics, models, train
+from wt import decode, metrics, models, run_config, train
 from wt.data import batching
 
 
@@ -46,7 +46,7 @@ def load_trained(
   """Loads a run for evaluation: parameters averaged over the last `average_last` checkpoints
   (default: the run's decode.average_last); `model_changes` set ModelConfig fields at test
   time (e.g. test_branch_weights="uniform")."""
-  config = train.load_run_config(workdir)
+  config = run_config.load(workdir)
   if average_last is None:
     average_last = config.decode.average_last
   # Each process of a multi-process run holds its rows of every evaluation batch, in a

@@ -7,11 +7,13 @@ Sections:
      (the Trainer, experiments.bench, experiments.data_stats, the tests) builds the state with
      `create_train_state` and the compiled step with `compile_train_step`, for either wrapper
      (`parallel.data_parallel`).
-  2. `Trainer`: one run in a workdir. It builds data, model, optimizer and the wrapped steps
-     (shard_map under jit, or pmap), restores the latest good checkpoint, compiles every batch
-     shape ahead of time, and trains in `train_until(step)` calls (so that a comparison can
-     interleave two runs and both see the same machine speed).
-  3. `train_and_evaluate(config, workdir)`: a whole run, as the command line and tests use it.
+  2. `Trainer`: one run in a workdir (its config.json: wt/run_config.py). It builds data,
+     model, optimizer and the wrapped steps (shard_map under jit, or pmap), restores the
+     latest good checkpoint, compiles every batch shape ahead of time, and trains in
+     `train_until(step)` calls (so that a comparison can interleave two runs and both see the
+     same machine speed); a SIGTERM saves the step reached (wt/preemption.py).
+  3. `train_and_evaluate(config, workdir)`: a whole run, as the command line and tests use it,
+     and `restore_params` for evaluation.
 
 Everything stateful (files, logs, checkpoints, progress) lives in the Trainer; the steps are
 pure functions of their inputs.
@@ -19,11 +21,8 @@ pure functions of their inputs.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import os
-import shutil
 import time
 from typing import Any, Optional
 
@@ -35,7 +34,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from wt import checkpoint, metrics, models, optim, parallel, progress
+from wt import checkpoint, metrics, models, optim, parallel, preemption, progress, run_config
 from wt import data as data_lib
 from wt.modules import branch_weight_values
 from wt.train_config import CONFIG_SECTIONS
@@ -155,91 +154,6 @@ def compile_train_step(
 # ------------------------------------------------------------------------------------------
 # 2. One run in a workdir.
 
-CONFIG_FILE = "config.json"
-
-
-# The sections that define what a run trains; decode, compare and distributed settings may
-# change between a run and its resumption.
-_RUN_SECTIONS = ("model", "data", "train")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
-
-def fields_added_at_default(saved: dict, current: dict, defaults: dict) -> list[str]:
-  """The flattened fields that `current` has and the `saved` config lacks (a newer version of
-  the code added them) whose current value is their default in `defaults`: a run saved before
-  the field existed trained with that default, so it may resume."""
-  return sorted(
-    k for k in current.keys() - saved.keys() if k in defaults and current[k] == defaults[k]
-  )
-
-
-def _section_defaults(sections=_RUN_SECTIONS) -> dict:
-  """The field defaults of `sections` (their dataclasses in `CONFIG_SECTIONS`), flattened and
-  JSON-typed as in config.json."""
-  return {
-    f"{name}.{field.name}": json.loads(json.dumps(field.default))
-    for name in sections
-    for field in dataclasses.fields(CONFIG_SECTIONS[name])
-  }
-
-
-def _check_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> None:
-  """Saves the config (atomically); refuses a workdir that holds a run of a different model,
-  data or training config (unless `overwrite`, which deletes that run), or whose config.json
-  is unreadable. Fields that the saved config lacks are accepted at their default."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  current = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    try:
-      saved = checkpoint.read_json(
-        path,
-        fix=(
-          f"restore it from a copy, delete it to resume {workdir}'s checkpoints with the "
-          f"config given now, or pass --overwrite to delete that run and start again"
-        ),
-      )
-      old = _flatten({k: saved.get(k) for k in _RUN_SECTIONS})
-    except checkpoint.RunStateError:
-      if not overwrite:
-        raise
-      old = None
-    new = _flatten({k: current.get(k) for k in _RUN_SECTIONS})
-    if old is not None and new.keys() - old.keys():
-      added = fields_added_at_default(old, new, _section_defaults())
-      if added:
-        logging.info(
-          "%s predates the fields %s; resuming with their defaults",
-          path,
-          ", ".join(f"{k}={new[k]!r}" for k in added),
-        )
-        old.update({k: new[k] for k in added})
-    changed = (
-      ["config.json"]
-      if old is None
-      else sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    )
-    if changed and not overwrite:
-      raise ValueError(
-        f"workdir {workdir} holds a run of a different config (differs in "
-        f"{', '.join(changed[:8])}); use another --workdir, or pass "
-        f"--overwrite to delete that run and start again"
-      )
-    if changed:
-      logging.warning("overwriting the run in %s", workdir)
-      shutil.rmtree(workdir)
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    checkpoint.write_json_atomically(path, current)
-
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Refuses a config that cannot work, before any data is loaded or anything compiled: builds
@@ -271,7 +185,7 @@ class Trainer:
     self.config, self.workdir = config, workdir
     train_config = config.train
     validate_config(config)
-    _check_workdir(config, workdir, overwrite)
+    run_config.check_workdir(config, workdir, overwrite)
     self.is_chief = jax.process_index() == 0
     self.parallel = parallel.data_parallel(train_config.wrapper)
     self.data = data_lib.load_translation_data(
@@ -326,6 +240,7 @@ class Trainer:
     logical = self._logical_state()
     self.num_params = models.count_params(logical.params)
     self.step = int(jax.device_get(logical.step))
+    self._saved_step = None if restored is None else self.step
 
   def _device_batch(self, batch: dict) -> dict:
     return self.parallel.device_batch({k: batch[k] for k in ("inputs", "targets")})
@@ -379,6 +294,7 @@ class Trainer:
       )
 
   def save_checkpoint(self):
+    self._saved_step = self.step
     self.checkpointer.save(
       self.step,
       self._logical_state(),
@@ -389,8 +305,19 @@ class Trainer:
       },
     )
 
+  def save_checkpoint_now(self) -> None:
+    """Saves the current step unless it is saved already, and waits until it is on disk."""
+    if self.step != self._saved_step and self.step not in self.checkpointer.steps():
+      self.save_checkpoint()
+    self.checkpointer.wait()
+
   def train_until(self, until_step: int) -> None:
-    """Trains to `until_step` (capped at train.num_steps), logging and checkpointing."""
+    """Trains to `until_step` (capped at train.num_steps), logging and checkpointing; on a
+    SIGTERM, saves the step reached and raises `preemption.Preempted` (wt/preemption.py)."""
+    with preemption.notices():
+      self._train_until(until_step)
+
+  def _train_until(self, until_step: int) -> None:
     cfg = self.config.train
     until_step = min(until_step, cfg.num_steps)
     pending, pending_tokens, pending_seconds = {}, 0, 0.0
@@ -421,6 +348,16 @@ class Trainer:
         if pending:
           self._check_finite(pending)
         self.save_checkpoint()
+      if preemption.requested(synchronised=log_now):
+        if pending:
+          self._check_finite(jax.device_get(pending))
+        self.save_checkpoint_now()
+        logging.warning(
+          "SIGTERM: saved %s at step %d; rerun the same command to resume from it",
+          self.workdir,
+          self.step,
+        )
+        raise preemption.Preempted(self.step)
 
   def _log_train(self, summed: dict, tokens: int, seconds: float):
     scalars = {f"train/{k}": v for k, v in metrics.means(summed).items()}
@@ -475,37 +412,6 @@ class Trainer:
 
 # ------------------------------------------------------------------------------------------
 # 3. A whole run, and what evaluation needs of a finished one.
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run in `workdir` was trained with (its config.json), with the defaults of
-  fields that code newer than the run added."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-      f"{path} does not exist: {workdir} is not a training workdir "
-      f"(train one with python -m experiments.run --workdir {workdir})"
-    )
-  saved = checkpoint.read_json(
-    path,
-    fix=(
-      f"restore it from a copy, or delete it and rerun python -m experiments.run with the "
-      f"run's config and --workdir {workdir}, which writes it again and resumes the run"
-    ),
-  )
-  # Fields a newer version of the code added: the run was trained with their defaults.
-  have = _flatten(saved)
-  added = {
-    key: value
-    for key, value in _section_defaults([s for s in CONFIG_SECTIONS if s in saved]).items()
-    if key not in have
-  }
-  if added:
-    logging.info("%s predates the fields %s; they take their defaults", path, sorted(added))
-  for key, value in added.items():
-    section, field = key.split(".", 1)
-    saved[section][field] = value
-  return ml_collections.ConfigDict(saved)
 
 
 def restore_params(workdir: str, average_last: int = 1):
