@@ -1,4 +1,4 @@
-"""Ablations: a named grid of overrides times the config's seeds, as resumable jobs.
+r"""Ablations: a named grid of overrides times the config's seeds, as resumable jobs.
 
     python -m experiments.ablate --config experiments/configs/multi30k.py:small \
         --sweep branch_weights
