@@ -192,6 +192,7 @@ def test_ablate_shares_jobs_between_points_of_the_same_config_and_names_both_bas
   assert list(captured["test_sets"]) == list(experiment_config.compare.splits)
 
 
+@pytest.mark.slow
 def test_sigterm_during_interleaved_runs_saves_every_run_where_it_is(
   experiment_config, tmp_path, monkeypatch
 ):

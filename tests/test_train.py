@@ -197,6 +197,7 @@ def _sigterm_at_step(monkeypatch, trainer_class, at_step: int):
   monkeypatch.setattr(trainer_class, "_run_step", run_step_then_signal)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_reached_and_stops_with_143(tiny_config, tmp_path, monkeypatch):
   tiny_config.train.update(num_steps=20, checkpoint_every=10, log_every=5, eval_every=20)
   trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)

@@ -160,7 +160,7 @@ def test_an_over_long_line_is_cut_with_one_warning_and_the_others_translate_as_a
   assert not caplog.records  # the line cut by hand is within the limit: no warning
 
 
-@pytest.mark.parametrize("beam_size", [1, 3])
+@pytest.mark.parametrize("beam_size", [pytest.param(1, marks=pytest.mark.slow), 3])
 def test_rows_split_over_the_devices_decode_as_on_one_device(random_model, beam_size):
   model, params = random_model
   rng = np.random.default_rng(0)
