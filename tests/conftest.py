@@ -9,6 +9,7 @@ its own session fixtures; the environment variables reach the subprocesses tests
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 
 os.environ["XLA_FLAGS"] = (
@@ -29,6 +30,7 @@ import pytest  # noqa: E402
 
 from experiments.configs import multi30k  # noqa: E402
 from tests.synthetic_corpus import write_multi30k  # noqa: E402
+from wt import train  # noqa: E402
 
 # In case a plugin imported JAX before the environment variable was set.
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -58,3 +60,22 @@ def tiny_config(tiny_data_dirs):
   config.data.eval_batch_size = 16
   config.model.dropout_rate = 0.0
   return config
+
+
+@pytest.fixture
+def sigterm_when(monkeypatch):
+  """`sigterm_when(condition)`: the process sends itself SIGTERM right after a Trainer runs a
+  step for which `condition(trainer, step)` holds (step counts from 1)."""
+
+  def arm(condition):
+    run_step = train.Trainer._run_step
+
+    def run_step_then_signal(self, device_batch):
+      outputs = run_step(self, device_batch)
+      if condition(self, self.step + 1):
+        os.kill(os.getpid(), signal.SIGTERM)
+      return outputs
+
+    monkeypatch.setattr(train.Trainer, "_run_step", run_step_then_signal)
+
+  return arm

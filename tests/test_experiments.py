@@ -194,22 +194,14 @@ def test_ablate_shares_jobs_between_points_of_the_same_config_and_names_both_bas
 
 @pytest.mark.slow
 def test_sigterm_during_interleaved_runs_saves_every_run_where_it_is(
-  experiment_config, tmp_path, monkeypatch
+  experiment_config, tmp_path, monkeypatch, sigterm_when
 ):
   experiment_config.train.update(num_steps=20, checkpoint_every=20, log_every=5, eval_every=20)
   runs = [
     jobs.Job(f"run{k}", experiment_config, str(tmp_path / f"run{k}"), {"default": {}})
     for k in (0, 1)
   ]
-  run_step = train.Trainer._run_step
-
-  def signal_in_run1_step7(self, device_batch):
-    outputs = run_step(self, device_batch)
-    if self.workdir.endswith("run1") and self.step + 1 == 7:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return outputs
-
-  monkeypatch.setattr(train.Trainer, "_run_step", signal_in_run1_step7)
+  sigterm_when(lambda trainer, step: trainer.workdir.endswith("run1") and step == 7)
   with pytest.raises(preemption.Preempted):  # turns of 5 steps: run0 reached 10, run1 7
     jobs.run_jobs(runs, interleave_steps=5)
   steps = lambda k: checkpoint.Checkpointer(str(tmp_path / f"run{k}" / "checkpoints")).steps()

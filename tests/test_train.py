@@ -184,24 +184,13 @@ def test_a_killed_run_resumes_to_the_parameters_of_an_uninterrupted_one(tiny_con
   assert_trees_close(final_params(killed), final_params(tmp_path / "uninterrupted"), atol=1e-6)
 
 
-def _sigterm_at_step(monkeypatch, trainer_class, at_step: int):
-  """Makes the process send itself SIGTERM while a Trainer runs its step number `at_step`."""
-  run_step = trainer_class._run_step
-
-  def run_step_then_signal(self, device_batch):
-    outputs = run_step(self, device_batch)
-    if self.step + 1 == at_step:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return outputs
-
-  monkeypatch.setattr(trainer_class, "_run_step", run_step_then_signal)
-
-
 @pytest.mark.slow
-def test_sigterm_saves_the_step_reached_and_stops_with_143(tiny_config, tmp_path, monkeypatch):
+def test_sigterm_saves_the_step_reached_and_stops_with_143(
+  tiny_config, tmp_path, monkeypatch, sigterm_when
+):
   tiny_config.train.update(num_steps=20, checkpoint_every=10, log_every=5, eval_every=20)
   trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
-  _sigterm_at_step(monkeypatch, train.Trainer, 7)
+  sigterm_when(lambda trainer, step: step == 7)
   with pytest.raises(preemption.Preempted) as stopped:
     trainer.train_until(20)
   assert stopped.value.code == 143 and stopped.value.step == 7 and trainer.step == 7
