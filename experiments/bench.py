@@ -17,11 +17,13 @@ Sections (--sections, comma-separated):
            the einsum path, at lengths 32 to 512.
   decode   greedy and beam-4 decoding, sentences per second (random weights: every sentence
            runs to its length limit, the slowest case).
-  peers    the bench-small training step in PyTorch (`nn.Transformer`, eager and
-           torch.compile; experiments/peers/), each in a second process, interleaved round by
-           round with the wt steps and a matmul probe in every process: same-round ratios to
-           PyTorch eager (`x_torch_eager`) and each one's MFU against its own matmul. Needs
-           the optional torch (requirements-peers.txt); skipped with a message without it.
+  peers    the bench-small training step in PyTorch (`nn.Transformer`: eager, torch.compile,
+           and eager under bfloat16 autocast, the counterpart of wt's
+           `model.matmul_dtype="bfloat16"`; experiments/peers/), each in a second process,
+           interleaved round by round with the wt steps and a matmul probe in every process:
+           same-round ratios to PyTorch eager (`x_torch_eager`) and each one's MFU against its
+           own matmul. Needs the optional torch (requirements-peers.txt); skipped with a
+           message without it.
   checkpoint  saving a run's state (params, Adam state, step, RNG) of experiment configs
            with `wt.checkpoint.Checkpointer`: orbax's save, the sha256 seal of each step,
            and the check of it at restore, in seconds.
@@ -95,12 +97,13 @@ flags.DEFINE_integer("decode_len", 24, "decode section: source tokens")
 flags.DEFINE_integer("decode_extra", 8, "decode section: max_extra_len")
 flags.DEFINE_list(
   "peers",
-  ["torch-eager", "torch-compile"],
-  "peers section: PyTorch variants (torch-eager, torch-compile)",
+  ["torch-eager", "torch-compile", "torch-eager-bf16"],
+  "peers section: PyTorch variants (torch-eager, torch-compile, torch-eager-bf16: eager under "
+  "bfloat16 autocast)",
 )
 flags.DEFINE_list(
   "peer_variants",
-  ["transformer", "weighted-split"],
+  ["transformer", "weighted-split", "transformer-bf16-matmuls"],
   "peers section: wt bench-small variants timed with them",
 )
 flags.DEFINE_list(

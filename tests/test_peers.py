@@ -97,6 +97,10 @@ def test_one_pytorch_step_gives_a_loss_near_log_vocab():
   loss = step()
   assert math.isfinite(loss)
   assert abs(loss - math.log(TINY["vocab"])) < 2.0  # near-uniform predictions at init
+  # Under bfloat16 autocast: the same initial weights (same seed), a loss a little off.
+  low = torch_transformer.TrainStep(**TINY, autocast_bf16=True)
+  low_loss = low()
+  assert low_loss != loss and abs(low_loss - loss) < 0.05 * loss
 
 
 @needs_torch

@@ -15,12 +15,15 @@ uniform average instead of NaN: every output is finite for every valid input.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from wt import matmul
 
 Array = jax.Array
 
@@ -129,30 +132,32 @@ def dropout(x: Array, rate: float, rng: Optional[Array]) -> Array:
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-@jax.custom_vjp
-def tied_logits(x: Array, embedding: Array) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def tied_logits(x: Array, embedding: Array, operand_dtype=None) -> Array:
   """Logits `[..., vocab]` = x `[..., features]` times embedding `[vocab, features]` transposed.
 
   The product of `nn.Embed.attend`; only the backward pass is written out. Autodiff forms the
   embedding's gradient as g^T x, for which XLA:CPU first copies the `[tokens, vocab]` logits
   gradient g into a transposed layout (64 MB, strided, at bench-small); here it is (x^T g)^T,
   which reads g in place (0.7x the logits matmul + loss forward and backward, measured with
-  wt.losses).
+  wt.losses). With `operand_dtype` (jnp.bfloat16, `model.matmul_dtype`) the product and both
+  gradients read operands of that dtype and return float32, as wt/matmul.py's `einsum` does.
   """
   with jax.named_scope("tied_logits"):
-    return jnp.einsum("...d,vd->...v", x, embedding)
+    return matmul.product("...d,vd->...v", x, embedding, operand_dtype)
 
 
-def _tied_logits_forward(x, embedding):
-  return tied_logits(x, embedding), (x, embedding)
+def _tied_logits_forward(x, embedding, operand_dtype):
+  return tied_logits(x, embedding, operand_dtype), (x, embedding)
 
 
 @jax.named_scope("tied_logits")
-def _tied_logits_backward(residuals, grad):
+def _tied_logits_backward(operand_dtype, residuals, grad):
   x, embedding = residuals
-  d_x = jnp.einsum("...v,vd->...d", grad, embedding).astype(x.dtype)
+  d_x = matmul.product("...v,vd->...d", grad, embedding, operand_dtype).astype(x.dtype)
   flat_grad, flat_x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
-  d_embedding = jnp.einsum("nd,nv->dv", flat_x, flat_grad).T.astype(embedding.dtype)
+  d_embedding = matmul.product("nd,nv->dv", flat_x, flat_grad, operand_dtype).T
+  d_embedding = d_embedding.astype(embedding.dtype)
   return d_x, d_embedding
 
 

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from wt import kernels
+from wt import kernels, matmul
 
 Array = jax.Array
 Dtype = Any
@@ -61,6 +61,7 @@ class AttentionHeads(nn.Module):
   dropout_rate: float = 0.0
   implementation: Optional[str] = None
   dtype: Dtype = jnp.float32
+  matmul_dtype: Optional[Dtype] = None
 
   def _projection(self, name: str) -> nn.DenseGeneral:
     return nn.DenseGeneral(
@@ -68,6 +69,7 @@ class AttentionHeads(nn.Module):
       use_bias=False,
       kernel_init=nn.initializers.xavier_uniform(),
       dtype=self.dtype,
+      dot_general=matmul.dense_dot_general(self.matmul_dtype),
       name=name,
     )
 
@@ -157,6 +159,7 @@ class MultiHeadAttention(nn.Module):
   dropout_rate: float = 0.0
   implementation: Optional[str] = None
   dtype: Dtype = jnp.float32
+  matmul_dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, inputs_q, inputs_kv, mask, *, deterministic, decode=False, cross=False):
@@ -167,6 +170,7 @@ class MultiHeadAttention(nn.Module):
       dropout_rate=self.dropout_rate,
       implementation=self.implementation,
       dtype=self.dtype,
+      matmul_dtype=self.matmul_dtype,
       name="heads",
     )(inputs_q, inputs_kv, mask, deterministic=deterministic, decode=decode, cross=cross)
     return nn.DenseGeneral(
@@ -175,6 +179,7 @@ class MultiHeadAttention(nn.Module):
       use_bias=False,
       kernel_init=nn.initializers.xavier_uniform(),
       dtype=self.dtype,
+      dot_general=matmul.dense_dot_general(self.matmul_dtype),
       name="out",
     )(heads)
 
@@ -199,11 +204,16 @@ class FeedForward(nn.Module):
   d_ff: int
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
+  matmul_dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool) -> Array:
     dense = lambda features, name: nn.Dense(
-      features, dtype=self.dtype, name=name, kernel_init=nn.initializers.xavier_uniform()
+      features,
+      dtype=self.dtype,
+      name=name,
+      kernel_init=nn.initializers.xavier_uniform(),
+      dot_general=matmul.dense_dot_general(self.matmul_dtype),
     )
     hidden = nn.relu(dense(self.d_ff, "hidden")(x))
     hidden = Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
@@ -318,6 +328,7 @@ class BranchedAttention(nn.Module):
   implementation: Optional[str] = None
   fold_output: bool = False
   dtype: Dtype = jnp.float32
+  matmul_dtype: Optional[Dtype] = None
 
   @nn.compact
   def __call__(
@@ -343,6 +354,7 @@ class BranchedAttention(nn.Module):
       dropout_rate=self.attention_dropout_rate,
       implementation=self.implementation,
       dtype=self.dtype,
+      matmul_dtype=self.matmul_dtype,
       name="heads",
     )(
       inputs_q, inputs_kv, mask, deterministic=deterministic, decode=decode, cross=cross
@@ -363,20 +375,20 @@ class BranchedAttention(nn.Module):
       if self.fold_output:
         # (head_i kappa_i W^{O_i}) W1_i = head_i (kappa_i W^{O_i} W1_i): one [depth, F] kernel.
         folded = jnp.einsum("hdm,hmf->hdf", out_kernel, ffn["hidden_kernel"])
-        hidden = jnp.einsum("hnd,hdf->hnf", heads, cast(folded))
+        hidden = self._matmul("hnd,hdf->hnf", heads, folded)
       else:
-        branches = jnp.einsum("hnd,hdm->hnm", heads, cast(out_kernel))
-        hidden = jnp.einsum("hnm,hmf->hnf", branches, cast(ffn["hidden_kernel"]))
+        branches = self._matmul("hnd,hdm->hnm", heads, out_kernel)
+        hidden = self._matmul("hnm,hmf->hnf", branches, ffn["hidden_kernel"])
       hidden = self._relu_dropout(hidden, ffn, deterministic)
       # alpha folded into W2: sum_i alpha_i (h_i W2_i) = sum_i h_i (alpha_i W2_i), one contraction.
-      output = jnp.einsum("hnf,hfm->nm", hidden, cast(ffn["output_kernel"] * alpha[:, None, None]))
+      output = self._matmul("hnf,hfm->nm", hidden, ffn["output_kernel"] * alpha[:, None, None])
       if self.branch_output_bias == "per_branch":
         bias = jnp.einsum("h,hm->m", alpha, ffn["output_bias"])
       else:  # one b2 outside the alpha sum: no gradient reaches alpha through it
         bias = ffn["output_bias"][0]
       output = output + cast(bias)[None, :]
     else:
-      branches = jnp.einsum("hnd,hdm->hnm", heads, cast(out_kernel))  # o_i, [M, b * q, model]
+      branches = self._matmul("hnd,hdm->hnm", heads, out_kernel)  # o_i, [M, b * q, model]
       if self.branch_residual == "ffn":
         branch_outputs = self._branch_sublayer(
           branches, lambda y: self._ffn(y, ffn, deterministic), "ffn_norm", deterministic
@@ -424,6 +436,10 @@ class BranchedAttention(nn.Module):
         ffn[name] = jnp.broadcast_to(self.param(name, init, shape), (num_branches,) + shape)
     return out_kernel, ffn
 
+  def _matmul(self, spec: str, activations: Array, kernel: Array) -> Array:
+    """A branch matmul in the compute dtype, or with `matmul_dtype` operands (wt/matmul.py)."""
+    return matmul.einsum(spec, activations, kernel.astype(self.dtype), self.matmul_dtype)
+
   def _relu_dropout(self, hidden, ffn, deterministic):
     """max(0, hidden + b1_i) and dropout, hidden `[M, n, F]`."""
     hidden = nn.relu(hidden + ffn["hidden_bias"][:, None, :].astype(self.dtype))
@@ -431,9 +447,9 @@ class BranchedAttention(nn.Module):
 
   def _ffn(self, inputs, ffn, deterministic):
     """FFN_i(inputs_i) for every branch at once: inputs `[M, n, model]` -> `[M, n, model]`."""
-    hidden = jnp.einsum("hnm,hmf->hnf", inputs, ffn["hidden_kernel"].astype(self.dtype))
+    hidden = self._matmul("hnm,hmf->hnf", inputs, ffn["hidden_kernel"])
     hidden = self._relu_dropout(hidden, ffn, deterministic)
-    output = jnp.einsum("hnf,hfm->hnm", hidden, ffn["output_kernel"].astype(self.dtype))
+    output = self._matmul("hnf,hfm->hnm", hidden, ffn["output_kernel"])
     return output + ffn["output_bias"][:, None, :].astype(self.dtype)
 
   def _branch_sublayer(self, x, sublayer, name, deterministic):

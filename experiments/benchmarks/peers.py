@@ -1,7 +1,7 @@
-"""The `peers` section: wt's bench-small training steps against PyTorch's (`nn.Transformer`,
-eager and torch.compile), each peer in a second process, interleaved round by round with a
-matmul probe in every process (experiments/peers/compare.py). Without the optional torch
-(requirements-peers.txt) the section is skipped with a message."""
+"""The `peers` section: wt's bench-small training steps against PyTorch's (`nn.Transformer`:
+eager, torch.compile, and eager under bfloat16 autocast), each peer in a second process,
+interleaved round by round with a matmul probe in every process (experiments/peers/compare.py).
+Without the optional torch (requirements-peers.txt) the section is skipped with a message."""
 
 import jax.numpy as jnp
 from absl import app
@@ -12,7 +12,7 @@ from experiments.benchmarks.train import SIZE_FIELDS, SIZES, StepRunner, model_c
 from experiments.peers import compare
 from wt import flops
 
-PEERS = ("torch-eager", "torch-compile")
+PEERS = tuple(compare.PEER_FLAGS)
 
 
 def peers_section(options: Options) -> dict:
@@ -54,6 +54,8 @@ def peers_section(options: Options) -> dict:
     f"wt/flops.py: the same count for every implementation of a model) per second against "
     f"that process's matmul; x torch eager: median over rounds of the step-time ratio to "
     f"PyTorch eager in the same round. startup: wt's compile, PyTorch's first step "
-    f"(torch.compile's compilation). torch threads: 2."
+    f"(torch.compile's compilation). torch threads: 2. bf16: wt's "
+    f"`model.matmul_dtype='bfloat16'` (bfloat16 operands, float32 results) and PyTorch's "
+    f"bfloat16 autocast (bfloat16 operands and results); the others float32."
   )
   return {"description": description, "rows": rows}

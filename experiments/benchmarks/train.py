@@ -35,6 +35,8 @@ VARIANTS = {
   "weighted-ffn-residual": dict(attention="weighted", branch_residual="ffn"),
   "weighted-sublayers-residual": dict(attention="weighted", branch_residual="sublayers"),
   "weighted-per-branch-bias": dict(attention="weighted", branch_output_bias="per_branch"),
+  "transformer-bf16-matmuls": dict(matmul_dtype="bfloat16"),
+  "weighted-split-bf16-matmuls": dict(attention="weighted", matmul_dtype="bfloat16"),
 }
 
 

@@ -26,6 +26,12 @@ from typing import Callable, Mapping
 from experiments.peers import process
 
 EAGER = "torch eager"
+# peer name -> the worker's flags (experiments/peers/torch_transformer.py)
+PEER_FLAGS = {
+  "torch-eager": [],
+  "torch-compile": ["--compile"],
+  "torch-eager-bf16": ["--autocast_bf16"],
+}
 
 Timer = Callable[[], float]  # runs once, returns its own seconds
 
@@ -112,7 +118,7 @@ def time_against_peers(
   rounds: int,
   warmup: int,
 ) -> list[dict]:
-  """Starts a worker per peer ("torch-eager", "torch-compile"), runs the rounds and returns
+  """Starts a worker per peer (a name of PEER_FLAGS), runs the rounds and returns
   the rows of `summarise`. `jax_steps`: {name: (timer, FLOPs, compile seconds)}; the workers
   get `worker_args` (sizes and probe) and count `peer_flops` per step."""
   contenders = [
@@ -128,9 +134,7 @@ def time_against_peers(
     for peer in peers:
       name = peer.replace("-", " ")
       print(f"  starting {name} ...", file=sys.stderr)
-      worker = process.PeerProcess(
-        name, list(worker_args) + (["--compile"] if peer == "torch-compile" else [])
-      )
+      worker = process.PeerProcess(name, list(worker_args) + PEER_FLAGS[peer])
       workers.append(worker)
       contenders.append(
         Contender(

@@ -1,6 +1,7 @@
 """A PyTorch `nn.Transformer` training step of the wt Transformer's shapes, and its worker.
 
-    python -m experiments.peers.torch_transformer [--compile] [--threads 2] [size flags]
+    python -m experiments.peers.torch_transformer [--compile] [--autocast_bf16] [--threads 2]
+        [size flags]
 
 The model is the wt Transformer (experiments/benchmarks/train.py `bench-small` by default) in
 PyTorch: one embedding matrix shared by source, target and the pre-softmax projection
@@ -12,7 +13,10 @@ where wt's config puts it: on the embeddings and on every residual branch; like 
 `attention_dropout_rate=0` and `relu_dropout_rate=0`, nn.Transformer's dropout on attention
 weights and on the FFN's hidden layer is turned off, so both sides do the same work. The only
 structural difference: nn.MultiheadAttention's projections have biases (wt's have none), 4 x
-d_model parameters per attention block.
+d_model parameters per attention block. `--autocast_bf16` runs the forward pass under
+`torch.autocast("cpu", torch.bfloat16)`, PyTorch's counterpart of wt's
+`model.matmul_dtype="bfloat16"` (its matmuls take bfloat16 operands; unlike wt's, they also
+return bfloat16).
 
 Worker protocol (one line in, one line out, on stdin/stdout; everything else goes to stderr):
 after start-up (model built, one step run, which compiles under --compile) it prints
@@ -132,12 +136,14 @@ class TrainStep:
     target_len: int,
     *,
     compile_model: bool = False,
+    autocast_bf16: bool = False,
     seed: int = 0,
   ):
     torch.manual_seed(seed)
     self.model = TorchTransformer(vocab, d_model, heads, d_ff, layers)
     self.model.train()
     self.forward = torch.compile(self.model) if compile_model else self.model
+    self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16)
     self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, noam(d_model))
     rng = np.random.default_rng(seed)
@@ -147,7 +153,8 @@ class TrainStep:
   def __call__(self) -> float:
     """One training step; returns its loss."""
     self.optimizer.zero_grad(set_to_none=True)
-    loss = self.forward(self.inputs, self.targets)
+    with self.autocast:
+      loss = self.forward(self.inputs, self.targets)
     loss.backward()
     self.optimizer.step()
     self.schedule.step()
@@ -165,6 +172,9 @@ def parse_args(argv):
   for name, default in BENCH_SMALL.items():
     parser.add_argument(f"--{name}", type=int, default=default)
   parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+  parser.add_argument(
+    "--autocast_bf16", action="store_true", help="forward pass under bfloat16 autocast"
+  )
   parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
   parser.add_argument("--probe", type=int, default=4096, help="matmul probe size")
   return parser.parse_args(argv)
@@ -182,7 +192,7 @@ def main(argv=None) -> int:
   try:
     torch.set_num_threads(args.threads)
     sizes = {name: getattr(args, name) for name in BENCH_SMALL}
-    step = TrainStep(**sizes, compile_model=args.compile)
+    step = TrainStep(**sizes, compile_model=args.compile, autocast_bf16=args.autocast_bf16)
     reply(f"ready {process.seconds_of(step):.6f}")
     process.serve({"step": step, "probe": matmul_probe(args.probe)}, sys.stdin, reply)
   except Exception as error:  # pylint: disable=broad-except  (reported through the protocol)
