@@ -42,6 +42,19 @@ def test_off_a_terminal_a_plain_line_every_interval_with_speed_loss_and_eta():
   assert lines[-1] == "run: step 600/600 (100%), loss 2.000, 2600 tokens/s, 5m00s elapsed"
 
 
+def test_the_eta_leaves_out_the_wait_before_the_first_step():
+  stream, clock = io.StringIO(), FakeClock()
+  bar = progress.Progress(600, initial=100, desc="run", stream=stream, clock=clock, interval=30)
+  clock.now += 120.0  # compiling (a resumed run): no step yet
+  bar.update(1)
+  assert "ETA" not in bar.line()  # one step gives no rate
+  for _ in range(99):
+    clock.now += 0.5
+    bar.update(1)
+  # 99 steps in 49.5 s since the first: 0.5 s a step for the 400 left, not (120 + 49.5) / 100
+  assert bar.line().endswith("2m50s elapsed, ETA 3m20s")
+
+
 def test_a_short_loop_off_a_terminal_writes_one_line_when_closed():
   stream, clock = io.StringIO(), FakeClock()
   lines = run_loop(stream, clock, steps=20, seconds_per_step=0.1, interval=30).splitlines()

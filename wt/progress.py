@@ -8,8 +8,10 @@ seconds (default 30, or $WT_PROGRESS_SECONDS) and one when closed, e.g.
 
     run: step 120/600 (20%), 1830 tokens/s, loss 3.456, 1m05s elapsed, ETA 4m20s
 
-The ETA extrapolates the steps done since this `Progress` started (a resumed run's earlier steps
-do not count). The metrics are whatever the loop last gave `set_metrics`.
+The ETA extrapolates the steps done since the first one this `Progress` saw: a resumed run's
+earlier steps do not count, and neither does the wait before that first step (compilation,
+and in interleaved runs the other runs' compilations). The metrics are whatever the loop last
+gave `set_metrics`.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class Progress:
     self.metrics: dict[str, float] = {}
     self._clock = clock
     self._start_n, self._start = initial, clock()
+    self._rate_from: Optional[tuple[int, float]] = None  # (n, time) at the first update
     self._last_line, self._last_line_n = self._start, initial
     self._closed = False
     self._new_metrics = False  # set_metrics since the last plain line
@@ -124,6 +127,8 @@ class Progress:
 
   def update(self, n: int = 1) -> None:
     self.n += n
+    if self._rate_from is None:
+      self._rate_from = (self.n, self._clock())
     if self.bar is not None:
       self.bar.update(n)
     elif (
@@ -153,9 +158,11 @@ class Progress:
     ]
     parts += [_format(k)[2].format(v) for k, v in self.metrics.items()]
     parts.append(f"{format_duration(elapsed)} elapsed")
-    done = self.n - self._start_n
-    if 0 < done and self.n < self.total and elapsed > 0:
-      parts.append(f"ETA {format_duration((self.total - self.n) * elapsed / done)}")
+    if self._rate_from is not None and self.n < self.total:
+      rate_n, rate_time = self._rate_from
+      if self.n > rate_n and now > rate_time:
+        eta = (self.total - self.n) * (now - rate_time) / (self.n - rate_n)
+        parts.append(f"ETA {format_duration(eta)}")
     return (f"{self.desc}: " if self.desc else "") + ", ".join(parts)
 
   def _write_line(self) -> None:
