@@ -62,6 +62,12 @@ _SECTIONS = flags.DEFINE_list(
 )
 _JSON = flags.DEFINE_string("json", "docs/benchmarks.json", "results as JSON ('' for none)")
 _MARKDOWN = flags.DEFINE_string("markdown", "docs/benchmarks.md", "tables ('' for none)")
+_RENDER = flags.DEFINE_string(
+  "render",
+  None,
+  "measure nothing: write --markdown from this JSON of an earlier run (after editing the "
+  "notes in experiments/benchmarks/report.py)",
+)
 # The sections' settings: one flag for each field of `Options`, by the same name.
 flags.DEFINE_integer("steps", 5, "timed rounds per measurement")
 flags.DEFINE_integer("warmup", 2, "untimed rounds first (at least 2 for training)")
@@ -135,6 +141,12 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"unknown section(s) {unknown}; choose from {sorted(SECTIONS)}")
   options = _options()
+  if _RENDER.value:
+    with open(_RENDER.value, encoding="utf-8") as f:
+      text = report.document(json.load(f), options)
+    with open(_MARKDOWN.value, "w", encoding="utf-8") as f:
+      f.write(text + "\n")
+    return
   results = {
     "command": "python -m experiments.bench " + " ".join(sys.argv[1:]),
     "machine": timing.machine(),

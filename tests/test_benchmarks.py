@@ -1,6 +1,11 @@
 """The benchmark's sections (experiments/benchmarks/): the checkpoint section's rows on a tiny
-state and their table. The command itself (experiments/bench.py, its flags) is not imported:
-its flags' names are other commands' too."""
+state and their table, and docs/benchmarks.md against its rendering from docs/benchmarks.json.
+The command itself (experiments/bench.py, its flags) is not imported, only run: its flags'
+names are other commands' too."""
+
+import pathlib
+import subprocess
+import sys
 
 from experiments.benchmarks import checkpoint, report
 from experiments.configs import multi30k
@@ -27,3 +32,26 @@ def test_checkpoint_rows_time_saves_after_the_first_and_render_as_the_table():
 def test_checkpoint_configs_are_named_as_files_of_experiments_configs():
   assert checkpoint.load_config("multi30k.py:small") == multi30k.get_config("small")
   assert checkpoint.load_config("wmt14.py:transformer_base").model.d_model == 512
+
+
+def test_docs_benchmarks_md_is_what_the_command_renders_from_docs_benchmarks_json(tmp_path):
+  """`--render` measures nothing; the committed report must be its rendering of the committed
+  results, so edited notes (report.FINDINGS) reach docs/benchmarks.md."""
+  out = tmp_path / "benchmarks.md"
+  root = pathlib.Path(__file__).resolve().parent.parent
+  subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.bench",
+      "--render",
+      "docs/benchmarks.json",
+      f"--markdown={out}",
+    ],
+    cwd=root,
+    check=True,
+    capture_output=True,
+  )
+  assert out.read_text(encoding="utf-8") == (root / "docs/benchmarks.md").read_text("utf-8"), (
+    "docs/benchmarks.md is stale: python -m experiments.bench --render docs/benchmarks.json"
+  )

@@ -9,7 +9,8 @@ from experiments.peers import compare
 FINDINGS = """## Notes: where the rest of the time goes, and what was tried
 
 Measured while tuning, on the 2-core CPU of docs/benchmarks.md, as same-round ratios of
-interleaved runs (the machine was shared then: absolute times were 1.5-3x a quiet machine's).
+interleaved runs (the machine was shared then: absolute times were 1.5-3x a quiet machine's),
+and read from the tables above where they say so.
 
 - Quiet, the 2-core matmul peak is 170-205 GFLOP/s; when other jobs share the cores it drops
   to 65-100. Matmuls are now three quarters of a bench-small step's op time (profile above);
@@ -38,14 +39,29 @@ interleaved runs (the machine was shared then: absolute times were 1.5-3x a quie
   BF16_BF16_F32 dot algorithm are ignored on CPU (f32 accuracy, f32 speed). Compile-time
   options: optimisation level 1 compiles in 0.86x but steps in 1.02x, no expensive LLVM passes
   0.94x and 0.99x: about even over 600 steps; not adopted.
-- bfloat16 on this AVX512-BF16 CPU: a matmul with bf16 operands and f32 output
+- bfloat16 matmuls, `model.matmul_dtype="bfloat16"` (wt/matmul.py; opt-in: it changes the
+  numerics). On this AVX512-BF16 CPU a matmul with bf16 operands and an f32 result
   (`preferred_element_type`) takes 0.42x (2048 x 256 x 256), 0.58x (x 1024), 0.69x (x 8192)
-  and 0.56x (4096^2) of the f32 one; with bf16 output, as `model.dtype="bfloat16"` computes,
-  1.08-1.21x. A matmul-only bf16 option (f32 elsewhere; bf16 operands and f32 results in the
-  backward pass too, through a custom VJP) is the largest lever left, and an opt-in (it
-  changes numerics). A prototype that routed every f32 dot so failed: the weight gradients'
-  dots, which XLA:CPU runs outside YNNPACK (contracting the major dimension), refuse
-  BF16 x BF16 = F32 ("UNIMPLEMENTED ... DotThunk"); it needs those dots in YNNPACK's layout.
+  and 0.56x (4096^2) of the f32 one; with a bf16 result, as `model.dtype="bfloat16"`
+  computes, 1.08-1.21x. So the option rounds only the dense layers' operands and keeps f32
+  results, and its custom VJP keeps the backward products in bf16 too (autodiff turns them
+  into f32 dots). In the tables above: the Transformer step at 0.68x the f32 one, 0.70x
+  PyTorch eager in f32 and 0.85x PyTorch eager under bf16 autocast (0.564 against 0.662 s,
+  same rounds); weighted-split at 0.78x the f32 Transformer but 1.15x the bf16 one. The
+  weighted model gains less because XLA:CPU's bf16 kernel contracts the minor dimension of
+  both operands: for an unbatched weight gradient XLA copies one operand transposed and stays
+  in bf16, but batched ones (the branch kernels' gradients, `[M, tokens, .]`) and the
+  embedding's gradient it converts back to f32 first. Transposing them in the VJP does not
+  help: XLA's simplifier folds the transpose back into the dot, which then fails at run time
+  ("UNIMPLEMENTED: Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32").
+  While tuning (machine shared): bf16 forward and input-gradient products with f32 weight
+  gradients, 0.83x the f32 step; all three products, 0.69-0.73x. Its MFU is still counted
+  against the f32 probe (the same FLOPs on faster units): 0.93 there means matmul work at 93%
+  of the f32 matmul's rate, not bf16 units 93% busy.
+- Where float32 stands (tables above): the Transformer step at 0.97x PyTorch eager, MFU 0.66.
+  Matmuls are 73% of its op time (profile), and the Q/K/V/output projections (2048 x 256 x
+  256) run at about half the probe's rate: what is left of the f32 step is mostly XLA:CPU's
+  own matmul speed at d_model 256, which no rewrite of the model changes.
 - Also measured, not adopted: a custom-VJP LayerNorm, 0.77x flax's forward+backward (under 1%
   of a step); the einsum attention path for the whole step, 0.99x.
 - PyTorch under load: when other processes oversubscribe the cores, its eager step slows 3-4x
