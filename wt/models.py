@@ -266,11 +266,43 @@ def _residual(config: ModelConfig, x: Array, sublayer, *, name: str, determinist
 
 
 def _attention_sublayer(
-  config: ModelConfig, x: Array, attend, *, branched: bool, name: str, deterministic: bool
+  config: ModelConfig,
+  x: Array,
+  mask: Optional[Array],
+  *,
+  kind: str,
+  branched: bool,
+  deterministic: bool,
+  decode: bool = False,
+  encoded: Optional[Array] = None,
 ) -> Array:
-  """An attention sublayer with its residual: `attend(y, **residual)` runs the attention with
-  y as its query input. A branched block with branch_residual="sublayers" keeps its residuals
-  inside (it gets x as `residual`); only its pre-norm input LayerNorm is added here."""
+  """x after one attention sublayer and its residual: self-attention (`kind="self"`) or
+  encoder-decoder attention over `encoded` (`kind="cross"`). A branched block with
+  branch_residual="sublayers" keeps its residuals inside (it gets x as `residual`); only its
+  pre-norm input LayerNorm is added here."""
+  cross = kind == "cross"
+  source = x
+  if cross:
+    if encoded is None:
+      raise ValueError("encoder-decoder attention needs `encoded`")
+    source = encoded
+  attention = _attention(
+    config,
+    branched,
+    f"{kind}_attention",
+    q_len=x.shape[1],
+    kv_len=source.shape[1],
+    deterministic=deterministic,
+    decode=decode,
+  )
+
+  def attend(y, **residual):
+    keys_values = source if cross else y
+    return attention(
+      y, keys_values, mask, deterministic=deterministic, decode=decode, cross=cross, **residual
+    )
+
+  name = f"{kind}_attention_norm"
   if not (branched and config.branch_residual == "sublayers"):
     return _residual(config, x, attend, name=name, deterministic=deterministic)
   if config.norm == "pre":
@@ -305,21 +337,8 @@ class EncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, mask: Array, *, deterministic: bool) -> Array:
     cfg = self.config
-    attention = _attention(
-      cfg,
-      cfg.weighted,
-      "self_attention",
-      q_len=x.shape[1],
-      kv_len=x.shape[1],
-      deterministic=deterministic,
-    )
     x = _attention_sublayer(
-      cfg,
-      x,
-      lambda y, **kw: attention(y, y, mask, deterministic=deterministic, **kw),
-      branched=cfg.weighted,
-      name="self_attention_norm",
-      deterministic=deterministic,
+      cfg, x, mask, kind="self", branched=cfg.weighted, deterministic=deterministic
     )
     if not cfg.weighted:
       x = _feed_forward_sublayer(cfg, x, deterministic)
@@ -344,44 +363,17 @@ class DecoderLayer(nn.Module):
   ) -> Array:
     cfg = self.config
     branched = cfg.branched_sublayers()
-    self_attention = _attention(
-      cfg,
-      "self" in branched,
-      "self_attention",
-      q_len=x.shape[1],
-      kv_len=x.shape[1],
-      deterministic=deterministic,
-      decode=decode,
-    )
-    x = _attention_sublayer(
-      cfg,
-      x,
-      lambda y, **kw: self_attention(
-        y, y, self_mask, deterministic=deterministic, decode=decode, **kw
-      ),
-      branched="self" in branched,
-      name="self_attention_norm",
-      deterministic=deterministic,
-    )
-    cross_attention = _attention(
-      cfg,
-      "cross" in branched,
-      "cross_attention",
-      q_len=x.shape[1],
-      kv_len=encoded.shape[1],
-      deterministic=deterministic,
-      decode=decode,
-    )
-    x = _attention_sublayer(
-      cfg,
-      x,
-      lambda y, **kw: cross_attention(
-        y, encoded, cross_mask, deterministic=deterministic, decode=decode, cross=True, **kw
-      ),
-      branched="cross" in branched,
-      name="cross_attention_norm",
-      deterministic=deterministic,
-    )
+    for kind, mask in (("self", self_mask), ("cross", cross_mask)):
+      x = _attention_sublayer(
+        cfg,
+        x,
+        mask,
+        kind=kind,
+        branched=kind in branched,
+        deterministic=deterministic,
+        decode=decode,
+        encoded=encoded,
+      )
     if not branched:
       x = _feed_forward_sublayer(cfg, x, deterministic)
     return x
