@@ -34,7 +34,7 @@ def einsum(spec: str, a: Array, b: Array, operand_dtype=None) -> Array:
   operand or in the output (no index summed out of one operand alone), as in every matmul.
   """
   if operand_dtype is None:
-    return jnp.einsum(spec, a, b)
+    return product(spec, a, b)
   return _low_precision_einsum(spec, jnp.dtype(operand_dtype), a, b)
 
 
