@@ -74,7 +74,8 @@ class ModelConfig(config_checks.Section, section="model"):
       around the whole block), "ffn" (also one around each branch FFN) or "sublayers" (each
       branch keeps both of a Transformer layer's); equations in `BranchedAttention`.
     branch_output_bias*: the branch FFNs' output bias: "shared" (one b2) or "per_branch"
-      (b2_i inside FFN_i, scaled by alpha_i as in the paper's equation).
+      (b2_i inside FFN_i, scaled by alpha_i as in the paper's equation). "shared" stays the
+      default: "per_branch" measured no better (docs/results/ablate-branch_output_bias-*).
     norm*: "post" (LayerNorm(x + sublayer(x)), Vaswani) or "pre" (x + sublayer(LayerNorm(x)),
       with a final LayerNorm); in the branched block, for every residual it has.
     test_branch_weights*: kappa/alpha at test time: "learned", "uniform" or "random".
