@@ -24,6 +24,9 @@ Sections (--sections, comma-separated):
            same-round ratios to PyTorch eager (`x_torch_eager`) and each one's MFU against its
            own matmul. Needs the optional torch (requirements-peers.txt); skipped with a
            message without it.
+  compile  compiling the main job's 8 training shapes (multi30k.py:quick, both models) one
+           after another against `wt.parallel.compile_each`, which compiles them side by
+           side, one thread per core, as every run does.
   checkpoint  saving a run's state (params, Adam state, step, RNG) of experiment configs
            with `wt.checkpoint.Checkpointer`: orbax's save, the sha256 seal of each step,
            and the check of it at restore, in seconds.
@@ -45,6 +48,7 @@ from absl import app, flags
 
 from experiments.benchmarks import (
   checkpoint,
+  compilation,
   decode,
   kernels,
   peers,
@@ -57,7 +61,7 @@ from experiments.benchmarks.options import Options
 
 _SECTIONS = flags.DEFINE_list(
   "sections",
-  ["peak", "train", "peers", "profile", "kernels", "decode", "checkpoint"],
+  ["peak", "train", "peers", "profile", "kernels", "decode", "compile", "checkpoint"],
   "sections to run",
 )
 _JSON = flags.DEFINE_string("json", "docs/benchmarks.json", "results as JSON ('' for none)")
@@ -118,6 +122,8 @@ flags.DEFINE_list(
   "checkpoint section: experiment configs (FILE.py:VARIANT of experiments/configs/)",
 )
 
+flags.DEFINE_integer("compile_rounds", 2, "compile section: interleaved rounds")
+
 SECTIONS = {
   "peak": lambda options: timing.peak_section(options.steps),
   "train": train.train_section,
@@ -125,6 +131,7 @@ SECTIONS = {
   "profile": profile.profile_section,
   "kernels": kernels.kernels_section,
   "decode": decode.decode_section,
+  "compile": compilation.compile_section,
   "checkpoint": checkpoint.checkpoint_section,
 }
 

@@ -62,6 +62,9 @@ SWEEPS = {
   "branch_residual": with_baselines(
     _weighted(model__branch_residual=["block", "ffn", "sublayers"])
   ),
+  # The scale study (multi30k.py:small256): today's reading, the Transformer, and the residual
+  # placement that came closest at `small` (docs/results/ablate-branch_residual-multi30k-small).
+  "scale": with_baselines(_weighted(model__branch_residual=["sublayers"])),
   "branch_output_bias": with_baselines(
     _weighted(model__branch_output_bias=["shared", "per_branch"])
   ),

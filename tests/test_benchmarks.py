@@ -1,13 +1,13 @@
 """The benchmark's sections (experiments/benchmarks/): the checkpoint section's rows on a tiny
-state and their table, and docs/benchmarks.md against its rendering from docs/benchmarks.json.
-The command itself (experiments/bench.py, its flags) is not imported, only run: its flags'
-names are other commands' too."""
+state and their table, the compile section's timings on a tiny model, and docs/benchmarks.md
+against its rendering from docs/benchmarks.json. The command itself (experiments/bench.py,
+its flags) is not imported, only run: its flags' names are other commands' too."""
 
 import pathlib
 import subprocess
 import sys
 
-from experiments.benchmarks import checkpoint, report
+from experiments.benchmarks import checkpoint, compilation, report
 from experiments.configs import multi30k
 from wt import models
 
@@ -27,6 +27,24 @@ def test_checkpoint_rows_time_saves_after_the_first_and_render_as_the_table():
   assert lines[0] == "## Checkpoint integrity: what sealing a save costs"
   assert "| config | params | state MiB | orbax save s | seal s | verify at restore s |" in lines
   assert f"| multi30k.py:tiny | {row['params'] / 1e6:.1f}M |" in lines[-2]
+
+
+def test_compile_timings_cover_every_round_of_both_ways_and_render_as_the_table():
+  config = multi30k.get_config("tiny")
+  times = compilation.compile_all_shapes(config, 96, [(5, 6), (7, 7)], rounds=2)
+  assert set(times) == {"one at a time", "compile_each"}
+  assert all(len(seconds) == 2 and min(seconds) > 0 for seconds in times.values())
+  row = dict(
+    model="transformer",
+    shapes=2,
+    threads=2,
+    one_at_a_time_seconds=2.0,
+    compile_each_seconds=1.1,
+    ratio=0.55,
+    rounds=2,
+  )
+  lines = report.compile_markdown([row])
+  assert "| transformer | 2 | 2 | 2.0 | 1.1 | 0.55 | 2 |" in lines
 
 
 def test_checkpoint_configs_are_named_as_files_of_experiments_configs():

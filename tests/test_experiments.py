@@ -241,7 +241,14 @@ def test_a_later_study_reads_the_baselines_of_an_earlier_one_from_a_shared_runs_
 
 @pytest.mark.parametrize(
   "sweep",
-  ["num_branches", "branch_ffn", "branched_decoder", "branch_residual", "branch_output_bias"],
+  [
+    "num_branches",
+    "branch_ffn",
+    "branched_decoder",
+    "branch_residual",
+    "branch_output_bias",
+    "scale",
+  ],
 )
 def test_studies_of_the_weighted_transformer_start_with_both_baselines(sweep):
   points = sweeps.SWEEPS[sweep]

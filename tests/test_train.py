@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -101,6 +102,22 @@ def test_shard_map_and_pmap_equal_a_single_device_step_on_the_global_batch(tiny_
     params, losses = run(parallel.data_parallel(wrapper))
     np.testing.assert_allclose(losses, reference_losses, rtol=1e-5, err_msg=wrapper)
     assert_trees_close(params, reference_params, atol=1e-5)
+
+
+def test_compile_each_compiles_distinct_shapes_on_several_threads(monkeypatch):
+  monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+  # Both threads must be inside compile_one at once: one after the other, the barrier breaks.
+  together = threading.Barrier(2, timeout=30)
+
+  def compile_one(shape):
+    together.wait()
+    return jax.jit(lambda x: jnp.cumsum(x * 2.0)).lower(jnp.zeros(shape)).compile()
+
+  compiled = parallel.compile_each(compile_one, [(3,), (5,), (3,), (5,)])
+  assert list(compiled) == [(3,), (5,)]  # each distinct shape once, in order
+  for shape, program in compiled.items():
+    x = np.arange(shape[0], dtype=np.float32)
+    np.testing.assert_allclose(program(x), np.cumsum(2 * x))
 
 
 @pytest.mark.slow

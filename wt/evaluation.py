@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from wt import data as data_lib
-from wt import decode, metrics, models, run_config, train
+from wt import decode, metrics, models, parallel, run_config, train
 from wt.data import batching
 
 
@@ -104,13 +104,13 @@ def translate_batches(
     )
   )
   start = time.perf_counter()
-  compiled = {}
-  for batch in batches:
-    shape = batch["inputs"].shape
-    if shape not in compiled:
-      compiled[shape] = decode_rows.lower(
-        params, jax.ShapeDtypeStruct(shape, batch["inputs"].dtype, sharding=rows)
-      ).compile()
+  dtype = batches[0]["inputs"].dtype
+  compiled = parallel.compile_each(
+    lambda shape: decode_rows.lower(
+      params, jax.ShapeDtypeStruct(shape, dtype, sharding=rows)
+    ).compile(),
+    [batch["inputs"].shape for batch in batches],
+  )
   compile_seconds = time.perf_counter() - start
 
   start = time.perf_counter()

@@ -248,14 +248,15 @@ class Trainer:
   def _compile_all_shapes(self) -> float:
     """Compiles the train step for every training batch shape before the clock starts."""
     start = time.perf_counter()
-    self._compiled = {}
-    for rows, source_len, target_len in self.data.batch_shapes:
+
+    def compile_shape(shape):
+      rows, source_len, target_len = shape
       local_rows = rows // jax.process_count()
       fake = {
         "inputs": np.zeros((local_rows, source_len), np.int32),
         "targets": np.zeros((local_rows, target_len), np.int32),
       }
-      self._compiled[(source_len, target_len)] = compile_train_step(
+      return compile_train_step(
         self.model,
         self.optimizer,
         self.config.train.label_smoothing,
@@ -263,6 +264,9 @@ class Trainer:
         self.state,
         self._device_batch(fake),
       )
+
+    compiled = parallel.compile_each(compile_shape, list(self.data.batch_shapes))
+    self._compiled = {(s, t): program for (_, s, t), program in compiled.items()}
     seconds = time.perf_counter() - start
     logging.info("compiled %d training shapes in %.1f s", len(self._compiled), seconds)
     return seconds

@@ -30,3 +30,4 @@ class Options:
   peers: Sequence[str]
   peer_variants: Sequence[str]
   checkpoint_configs: Sequence[str]  # FILE.py:VARIANT of experiments/configs/
+  compile_rounds: int  # compile section: interleaved rounds (each compiles 8 shapes twice)

@@ -252,9 +252,45 @@ def checkpoint_markdown(rows: list) -> list[str]:
   )
 
 
+def compile_markdown(rows: list) -> list[str]:
+  """The compile section: the table and what it measures."""
+  return (
+    [
+      "## Compiling a run's training shapes: one at a time or side by side",
+      "",
+      "A run compiles its train step once per training batch shape before it trains "
+      "(`data.num_buckets`, 8). Here the 8 shapes of the main job (multi30k.py:quick, "
+      "Multi30k's bucket lengths), each compiled as a new program with the persistent "
+      "compilation cache off: one after another, and with `wt.parallel.compile_each` (one "
+      "thread per core, up to one per shape), which runs use. Medians over interleaved "
+      "rounds; ratio: the median of the per-round ratios.",
+      "",
+    ]
+    + table(
+      ["model", "shapes", "threads", "one at a time s", "compile_each s", "ratio", "rounds"],
+      [
+        (
+          r["model"],
+          r["shapes"],
+          r["threads"],
+          f"{r['one_at_a_time_seconds']:.1f}",
+          f"{r['compile_each_seconds']:.1f}",
+          f"{r['ratio']:.2f}",
+          r["rounds"],
+        )
+        for r in rows
+      ],
+    )
+    + [""]
+  )
+
+
 def document(results: dict, options: Options) -> str:
-  """The whole report: the tables, the notes after training tables, then the checkpoint's."""
+  """The whole report: the tables, the notes after training tables, then the compile and
+  checkpoint sections'."""
   text = markdown(results, options) + ("\n" + FINDINGS if "train" in results else "")
+  if "compile" in results:
+    text += "\n" + "\n".join(compile_markdown(results["compile"]))
   if "checkpoint" in results:
     text += "\n" + "\n".join(checkpoint_markdown(results["checkpoint"]))
   return text

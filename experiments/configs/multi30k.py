@@ -11,8 +11,8 @@ Variants (the argument after the colon):
   small256  `small` at twice the width, 8 heads/branches (d_model 256, d_ff 1024): a step
          closer to the papers' scale. A step has about 3x small's FLOPs (wt/flops.py), which
          makes a run about an hour on 2 CPU cores, so 2 seeds.
-         Its study: `experiments.ablate --config ...:small256 --sweep branch_residual` (the
-         Transformer, today's Weighted Transformer and every residual reading).
+         Its study: `experiments.ablate --config ...:small256 --sweep scale` (the
+         Transformer, today's Weighted Transformer and the `sublayers` residual reading).
   tiny   a toy size for tests and smoke runs (seconds).
 """
 
