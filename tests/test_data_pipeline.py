@@ -9,6 +9,7 @@ import pytest
 
 from tests.synthetic_corpus import InMemorySource, parallel_corpus
 from wt.data import DataError, default_data_config
+from wt.data.config import eval_batch_size_for
 from wt.data.pipeline import TranslationData
 
 EOS = 1
@@ -162,6 +163,14 @@ def test_evaluation_sees_every_example_once_in_few_shapes(data, split):
         assert row[row != 0].tolist() == expected
 
 
+def test_evaluation_batches_default_to_the_backends_width(source, cache_dir):
+  assert [eval_batch_size_for(0, backend) for backend in ("cpu", "gpu", "tpu")] == [16, 64, 64]
+  assert eval_batch_size_for(8, "cpu") == eval_batch_size_for(8, "gpu") == 8
+  data = TranslationData(_config(eval_batch_size=0), source, cache_dir=cache_dir, row_multiple=3)
+  widths = {len(batch["index"]) for batch in data.eval_batches("validation")}
+  assert widths == {18}  # the CPU's 16 sentences, rounded up to the multiple of 3 devices
+
+
 def test_overlong_evaluation_sentences_are_truncated_not_dropped(source, cache_dir, caplog):
   data = _data(source, cache_dir)
   sources, _ = data.raw_split("validation")
@@ -199,6 +208,7 @@ def test_tokenizer_and_tokens_are_cached_and_reused(source, cache_dir, monkeypat
     ("tokens_per_batch", 32, "at least max_length=64"),
     ("spm_model_type", "wordpiece", "use one of"),
     ("eval_split", "test2019", "has splits"),
+    ("eval_batch_size", -1, "(0: 16 on CPU, 64 on accelerators)"),
   ],
 )
 def test_bad_config_fields_are_named(source, cache_dir, field, value, fragment):

@@ -1,6 +1,7 @@
 """The translate command on every input a user can give: over-long, empty and whitespace-only
 lines, bytes that are not UTF-8, line ends; one output line per input line, always, and logs
-quiet unless --verbosity asks. The command runs on a tiny run trained once for the module;
+quiet unless --verbosity asks; and the evaluation's batch width, which must not change a
+translation. The command runs on a tiny run trained once for the module;
 `translate_sentences` is checked on an untrained model with a word-level tokenizer, whose
 outputs (unlike a 10-step model's) are never empty by chance."""
 
@@ -131,6 +132,18 @@ def translate_words(random_model, sentences):
     length_penalty=0.6,
     max_extra_len=6,
   )[0]
+
+
+def test_the_evaluation_batch_width_changes_no_translation(workdir):
+  results = {}
+  for width in (8, 24):  # multiples of the 8 test devices
+    trained = evaluation.load_trained(str(workdir), average_last=1, eval_batch_size=width)
+    results[width] = evaluation.evaluate_split(
+      trained.model, trained.params, trained.data, "test", trained.config.decode
+    )
+    assert results[width]["batch_sentences"] == width
+  assert results[8]["translations"] == results[24]["translations"]
+  assert results[8]["bleu"] == results[24]["bleu"]
 
 
 def test_empty_and_whitespace_only_lines_translate_to_empty_lines(random_model):

@@ -41,14 +41,21 @@ class TrainedModel:
 
 
 def load_trained(
-  workdir: str, *, average_last: Optional[int] = None, **model_changes
+  workdir: str,
+  *,
+  average_last: Optional[int] = None,
+  eval_batch_size: Optional[int] = None,
+  **model_changes,
 ) -> TrainedModel:
   """Loads a run for evaluation: parameters averaged over the last `average_last` checkpoints
-  (default: the run's decode.average_last); `model_changes` set ModelConfig fields at test
-  time (e.g. test_branch_weights="uniform")."""
+  (default: the run's decode.average_last), evaluation batches of `eval_batch_size` sentences
+  (default: the run's data.eval_batch_size; 0: the backend's); `model_changes` set ModelConfig
+  fields at test time (e.g. test_branch_weights="uniform")."""
   config = run_config.load(workdir)
   if average_last is None:
     average_last = config.decode.average_last
+  if eval_batch_size is not None:
+    config.data.eval_batch_size = eval_batch_size
   # Each process of a multi-process run holds its rows of every evaluation batch, in a
   # multiple of its device count (translate_batches splits them over its devices).
   data = data_lib.load_translation_data(

@@ -23,13 +23,19 @@ import functools
 import pathlib
 from typing import Any, Iterator, Protocol
 
+import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
 from wt.data import batching, multi30k, wmt14
 from wt.data.cache import publish, resolve_cache_dir, settings_key
-from wt.data.config import DATASET_SPLITS, LANGUAGES, validate_data_config
+from wt.data.config import (
+  DATASET_SPLITS,
+  LANGUAGES,
+  eval_batch_size_for,
+  validate_data_config,
+)
 from wt.data.errors import DataError
 from wt.data.tokenizer import EOS_ID, Tokenizer, load_or_train_tokenizer
 
@@ -147,7 +153,8 @@ class TranslationData:
       (batching.round_up(data_config.max_length, data_config.length_quantum),) * 2
     ]
     self._eval_spill_targets = batching.spill_targets(self.bucket_lengths) + [None]
-    self._eval_rows = batching.round_up(data_config.eval_batch_size, row_multiple * process_count)
+    eval_sentences = eval_batch_size_for(data_config.eval_batch_size, jax.default_backend())
+    self._eval_rows = batching.round_up(eval_sentences, row_multiple * process_count)
     logging.info(
       "Training batch shapes (global rows, source length, target length): "
       "%s; %d per epoch; %d examples left out of each epoch (different ones "
