@@ -81,8 +81,9 @@ and read from the tables above where they say so.
 - Compile time per batch shape (bench-small): 2.2 s at 1 layer, 3.4 s at 3, 5.7 s at 6, the
   same for both models: `nn.scan` over layers would save about 1.2 s per shape at 3 layers
   (10 s of the quick experiment's 8 shapes); not worth restructuring the model for. The 8
-  shapes now compile side by side, one thread per core (`parallel.compile_each`; the
-  `compile` section times it).
+  shapes now compile side by side, one thread per core (`parallel.compile_each`): 0.78-0.84x
+  one at a time on this 2-core CPU, quiet (docs/benchmarks-compile.md, the `compile`
+  section), 0.25x on a 16-core GPU host (docs/benchmarks-gpu/README.md).
 - Decoding batch width on CPU: beam 4 stops a batch when its last sentence ends, so a wide
   batch waits for its slowest sentence. test2016 by the quick Weighted Transformer,
   `python -m experiments.evaluate --workdir RUN --split test --average_last 1
@@ -90,7 +91,9 @@ and read from the tables above where they say so.
   batches of 16, 36.3 and 32.4 s in batches of 64 (0.62x), the same BLEU. A one-off script
   over the quick Transformer gave 8: 15 s, 16: 17, 32: 21, 64: 28, 256: 39, with the same
   1000 translations at every width. So `data.eval_batch_size` now defaults to 16 on CPU
-  (64 on accelerators, which need the width).
+  (64 on accelerators, which need the width). Decoding two batches at once on two threads
+  (a one-off script, quiet): 0.90x; not adopted, as XLA already spreads a batch over both
+  cores.
 """
 
 
