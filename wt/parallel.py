@@ -192,6 +192,12 @@ def data_parallel(wrapper: str = "shard_map", devices: Optional[list] = None) ->
 Key = TypeVar("Key", bound=Hashable)
 
 
+def compile_workers(programs: int) -> int:
+  """The threads `compile_each` compiles `programs` programs on: one per CPU core, at most one
+  per program."""
+  return max(1, min(programs, os.cpu_count() or 1))
+
+
 def compile_each(compile_one: Callable[[Key], Any], keys: list[Key]) -> dict[Key, Any]:
   """{key: compile_one(key)} for the distinct `keys`, on up to one thread per CPU core.
 
@@ -201,6 +207,7 @@ def compile_each(compile_one: Callable[[Key], Any], keys: list[Key]) -> dict[Key
   thread) and returns `jit(f).lower(...).compile()`.
   """
   distinct = list(dict.fromkeys(keys))
-  workers = max(1, min(len(distinct), os.cpu_count() or 1))
-  with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="compile") as pool:
+  with concurrent.futures.ThreadPoolExecutor(
+    compile_workers(len(distinct)), thread_name_prefix="compile"
+  ) as pool:
     return dict(zip(distinct, pool.map(compile_one, distinct)))

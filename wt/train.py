@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax
 import jax
@@ -151,6 +151,33 @@ def compile_train_step(
   return wrapped.lower(state, device_batch).compile()  # type: ignore[attr-defined]
 
 
+def compile_train_steps(
+  model: models.Transformer,
+  optimizer: optax.GradientTransformation,
+  label_smoothing: float,
+  data_parallel: parallel.DataParallel,
+  state,
+  shapes: list[tuple[int, int, int]],
+  compile_all: Callable = parallel.compile_each,
+) -> dict:
+  """{(source_len, target_len): `compile_train_step` for it} for each (rows, source_len,
+  target_len) of `shapes` (this process's rows), compiled by `compile_all(compile_one, shapes)`:
+  side by side by default."""
+
+  def compile_shape(shape):
+    rows, source_len, target_len = shape
+    zeros = {
+      "inputs": np.zeros((rows, source_len), np.int32),
+      "targets": np.zeros((rows, target_len), np.int32),
+    }
+    return compile_train_step(
+      model, optimizer, label_smoothing, data_parallel, state, data_parallel.device_batch(zeros)
+    )
+
+  compiled = compile_all(compile_shape, list(shapes))
+  return {(s, t): program for (_, s, t), program in compiled.items()}
+
+
 # ------------------------------------------------------------------------------------------
 # 2. One run in a workdir.
 
@@ -248,25 +275,14 @@ class Trainer:
   def _compile_all_shapes(self) -> float:
     """Compiles the train step for every training batch shape before the clock starts."""
     start = time.perf_counter()
-
-    def compile_shape(shape):
-      rows, source_len, target_len = shape
-      local_rows = rows // jax.process_count()
-      fake = {
-        "inputs": np.zeros((local_rows, source_len), np.int32),
-        "targets": np.zeros((local_rows, target_len), np.int32),
-      }
-      return compile_train_step(
-        self.model,
-        self.optimizer,
-        self.config.train.label_smoothing,
-        self.parallel,
-        self.state,
-        self._device_batch(fake),
-      )
-
-    compiled = parallel.compile_each(compile_shape, list(self.data.batch_shapes))
-    self._compiled = {(s, t): program for (_, s, t), program in compiled.items()}
+    self._compiled = compile_train_steps(
+      self.model,
+      self.optimizer,
+      self.config.train.label_smoothing,
+      self.parallel,
+      self.state,
+      [(rows // jax.process_count(), s, t) for rows, s, t in self.data.batch_shapes],
+    )
     seconds = time.perf_counter() - start
     logging.info("compiled %d training shapes in %.1f s", len(self._compiled), seconds)
     return seconds

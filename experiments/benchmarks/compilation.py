@@ -9,10 +9,8 @@ by 1e-7 each time) and the persistent compilation cache is off, so nothing is re
 """
 
 import itertools
-import os
 
 import jax
-import numpy as np
 
 from experiments.benchmarks import timing
 from experiments.benchmarks.options import Options
@@ -39,29 +37,21 @@ def compile_all_shapes(config, vocab_size: int, lengths, rounds: int) -> dict:
   shapes = [(tokens // max(s, t) // devices * devices, s, t) for s, t in lengths]
   fresh = itertools.count(1)
 
-  def compiler():
-    smoothing = config.train.label_smoothing + 1e-7 * next(fresh)  # a program never compiled
-
-    def compile_shape(shape):
-      rows, source_len, target_len = shape
-      batch = {
-        "inputs": np.zeros((rows, source_len), np.int32),
-        "targets": np.zeros((rows, target_len), np.int32),
-      }
-      return wt_train.compile_train_step(
-        model, optimizer, smoothing, data_parallel, state, data_parallel.device_batch(batch)
-      )
-
-    return compile_shape
-
-  def one_at_a_time():
-    compile_shape = compiler()
-    return [compile_shape(shape) for shape in shapes]
+  def compile_shapes(compile_all):
+    return wt_train.compile_train_steps(
+      model,
+      optimizer,
+      config.train.label_smoothing + 1e-7 * next(fresh),  # a program never compiled before
+      data_parallel,
+      state,
+      shapes,
+      compile_all,
+    )
 
   return timing.interleaved(
     {
-      "one at a time": one_at_a_time,
-      "compile_each": lambda: parallel.compile_each(compiler(), shapes),
+      "one at a time": lambda: compile_shapes(lambda one, keys: {k: one(k) for k in keys}),
+      "compile_each": lambda: compile_shapes(parallel.compile_each),
     },
     rounds,
     0,
@@ -84,7 +74,7 @@ def compile_section(options: Options) -> list:
         dict(
           model="transformer" if attention == "multihead" else "weighted-split",
           shapes=len(QUICK_LENGTHS),
-          threads=min(len(QUICK_LENGTHS), os.cpu_count() or 1),
+          threads=parallel.compile_workers(len(QUICK_LENGTHS)),
           one_at_a_time_seconds=timing.median(one),
           compile_each_seconds=timing.median(each),
           ratio=timing.median([b / a for a, b in zip(one, each)]),

@@ -59,6 +59,9 @@ class DataConfigError(DataError, checks.ConfigError):
   ConfigError like every bad config field."""
 
 
+CPU_EVAL_BATCH_SIZE, ACCELERATOR_EVAL_BATCH_SIZE = 16, 64
+
+
 def eval_batch_size_for(eval_batch_size: int, backend: str) -> int:
   """`eval_batch_size`, or for 0 the backend's default. Beam search runs a batch until its last
   sentence ends, so a wide batch waits for its slowest sentence. A CPU gains little speed from
@@ -66,7 +69,7 @@ def eval_batch_size_for(eval_batch_size: int, backend: str) -> int:
   width."""
   if eval_batch_size:
     return eval_batch_size
-  return 16 if backend == "cpu" else 64
+  return CPU_EVAL_BATCH_SIZE if backend == "cpu" else ACCELERATOR_EVAL_BATCH_SIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +117,12 @@ class DataConfig(checks.Section, section="data", error=DataConfigError):
     checks.at_least(self, "vocab_size", 4, "(pad, EOS and unk take ids 0-2)")
     checks.at_least(self, "max_length", 2, "(a token and EOS)")
     checks.at_least(self, "tokens_per_device", 0, "(0: tokens_per_batch is the global budget)")
-    checks.at_least(self, "eval_batch_size", 0, "(0: 16 on CPU, 64 on accelerators)")
+    checks.at_least(
+      self,
+      "eval_batch_size",
+      0,
+      f"(0: {CPU_EVAL_BATCH_SIZE} on CPU, {ACCELERATOR_EVAL_BATCH_SIZE} on accelerators)",
+    )
     if 0 < self.tokens_per_device < self.max_length:
       raise checks.fail(
         self,
