@@ -39,6 +39,11 @@ BRANCH_OUTPUT_BIASES = ("shared", "per_branch")
 branch_kernel_init = nn.initializers.xavier_uniform(in_axis=-2, out_axis=-1, batch_axis=(0,))
 
 
+def _heads_major(x: Array) -> Array:
+  """`[batch, length, heads, depth]` <-> `[batch, heads, length, depth]` (its own inverse)."""
+  return jnp.swapaxes(x, 1, 2)
+
+
 class AttentionHeads(nn.Module):
   """Projects queries, keys and values into heads and attends; returns per-head outputs.
 
@@ -127,23 +132,33 @@ class AttentionHeads(nn.Module):
     cache is only allocated, with zeros, and the inputs pass through unchanged.
     """
     is_initialized = self.has_variable("cache", "cached_key")
-    cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-    cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+    # Stored heads-major, `[batch, heads, max_len, depth]`, the layout the score and value
+    # products read: stored `[batch, max_len, ...]`, XLA:CPU copied the whole cache at each
+    # step's write instead of updating it in place.
+    cached_key = self.variable("cache", "cached_key", lambda: jnp.zeros_like(_heads_major(key)))
+    cached_value = self.variable(
+      "cache", "cached_value", lambda: jnp.zeros_like(_heads_major(value))
+    )
     cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
     if not is_initialized:
       return key, value, mask
-    batch, max_len, num_heads, head_dim = cached_key.value.shape
+    batch, num_heads, max_len, head_dim = cached_key.value.shape
     if key.shape != (batch, 1, num_heads, head_dim):
       raise ValueError(
         f"incremental decoding feeds one position at a time: expected a key of "
         f"shape {(batch, 1, num_heads, head_dim)}, got {key.shape}"
       )
     index = cache_index.value
-    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, index, 0, 0))
-    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, index, 0, 0))
+    at = (0, 0, index, 0)
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, _heads_major(key), at)
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, _heads_major(value), at)
     cache_index.value = index + 1
     filled = (jnp.arange(max_len) <= index)[None, None, None, :]
-    return cached_key.value, cached_value.value, kernels.combine_masks(mask, filled)
+    return (
+      _heads_major(cached_key.value),
+      _heads_major(cached_value.value),
+      kernels.combine_masks(mask, filled),
+    )
 
 
 class MultiHeadAttention(nn.Module):

@@ -94,6 +94,16 @@ and read from the tables above where they say so.
   (64 on accelerators, which need the width). Decoding two batches at once on two threads
   (a one-off script, quiet): 0.90x; not adopted, as XLA already spreads a batch over both
   cores.
+- The decoder's self-attention cache (wt/modules.py) is stored heads-major, `[batch, heads,
+  length, depth]`. Stored `[batch, length, heads, depth]`, XLA:CPU copied every cache tensor twice
+  per decoding step: a whole-buffer copy at the one-position write and a transpose for the score
+  product (a profile of beam 4 over 30 test2016 batches: about 40% of op time in cache handling,
+  about a quarter in the vocabulary matmul). Heads-major, test2016 by the quick models in batches
+  of 16 (`experiments.evaluate` as above, old and new checkouts alternating three times each,
+  machine shared): 13.2-13.4 s against 16.9-17.2 s (Transformer, 0.78x) and 15.8-16.5 s against
+  19.4-20.7 s (Weighted, 0.80x), the same translations. Tried with it, no change: the encoder's
+  cross-attention keys/values stored heads-major or depth-major (XLA moves their transpose into
+  the loop either way) and clamped instead of filled indices in the beam gather.
 """
 
 
