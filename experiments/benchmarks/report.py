@@ -103,7 +103,10 @@ and read from the tables above where they say so.
   machine shared): 13.2-13.4 s against 16.9-17.2 s (Transformer, 0.78x) and 15.8-16.5 s against
   19.4-20.7 s (Weighted, 0.80x), the same translations. Tried with it, no change: the encoder's
   cross-attention keys/values stored heads-major or depth-major (XLA moves their transpose into
-  the loop either way) and clamped instead of filled indices in the beam gather.
+  the loop either way), clamped instead of filled indices in the beam gather, and XLA:CPU's
+  YNNPACK fusion types (`--xla_cpu_experimental_ynn_fusion_type=dot`, `individual_dot`,
+  `dot,eltwise`: 1.02-1.12x), which would keep the vocabulary matmul, now the largest op, out of
+  the log-softmax's fused reduction.
 """
 
 
