@@ -507,8 +507,9 @@ def init_params(config: ModelConfig, rng: Array, source_len: int = 8, target_len
 def init_cache(model: Transformer, params, encoded: Array, inputs: Array, max_len: int):
   """The 'cache' collection for incremental decoding of `max_len` target positions.
 
-  Allocates self-attention caches `[batch, max_len, heads, depth]` and projects the encoder
-  output once for every cross-attention. `encoded`/`inputs` set the batch (e.g. batch * beam).
+  Allocates self-attention caches `[batch, heads, max_len, depth]` (heads-major: see
+  `modules.AttentionHeads`) and projects the encoder output once for every cross-attention.
+  `encoded`/`inputs` set the batch (e.g. batch * beam).
   """
   if max_len > model.config.max_len:
     raise ConfigError(
