@@ -101,7 +101,8 @@ and read from the tables above where they say so.
   about a quarter in the vocabulary matmul). Heads-major, test2016 by the quick models in batches
   of 16 (`experiments.evaluate` as above, old and new checkouts alternating three times each,
   machine shared): 13.2-13.4 s against 16.9-17.2 s (Transformer, 0.78x) and 15.8-16.5 s against
-  19.4-20.7 s (Weighted, 0.80x), the same translations. Tried with it, no change: the encoder's
+  19.4-20.7 s (Weighted, 0.80x), the same translations; quiet, the same alternation: medians 9.5
+  against 11.2 s (0.85x) and 11.0 against 14.3 s (0.77x). Tried with it, no change: the encoder's
   cross-attention keys/values stored heads-major or depth-major (XLA moves their transpose into
   the loop either way), clamped instead of filled indices in the beam gather, and XLA:CPU's
   YNNPACK fusion types (`--xla_cpu_experimental_ynn_fusion_type=dot`, `individual_dot`,
