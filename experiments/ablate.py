@@ -31,6 +31,12 @@ _RUNS_DIR = flags.DEFINE_string(
   "the runs' folder (default: --outdir); studies given the same one share their common runs "
   "(the baselines): run them one after another, not at the same time",
 )
+_ATTENTION_MAPS = flags.DEFINE_bool(
+  "attention_maps",
+  True,
+  "plot one test sentence's attention maps per system, from its last checkpoint "
+  "(--noattention_maps for runs brought back without their checkpoints)",
+)
 flags.mark_flags_as_required(["config", "sweep"])
 
 
@@ -46,6 +52,7 @@ def main(argv):
     name=common.config_name(),
     command=common.command_line(sys.argv),
     runs_dir=_RUNS_DIR.value,
+    attention_maps=_ATTENTION_MAPS.value,
   )
   print(f"report: {path}")
 

@@ -18,6 +18,12 @@ from experiments import common, comparisons
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:variant]")
 _OUTDIR = flags.DEFINE_string("outdir", None, "output folder (runs and report)")
+_ATTENTION_MAPS = flags.DEFINE_bool(
+  "attention_maps",
+  True,
+  "plot one test sentence's attention maps per system, from its last checkpoint "
+  "(--noattention_maps for runs brought back without their checkpoints)",
+)
 flags.mark_flags_as_required(["config"])
 
 
@@ -27,7 +33,11 @@ def main(argv):
   common.start(config)
   outdir = _OUTDIR.value or os.path.join("runs", f"compare-{common.config_name('-')}")
   path = comparisons.compare(
-    config, outdir, name=common.config_name(), command=common.command_line(sys.argv)
+    config,
+    outdir,
+    name=common.config_name(),
+    command=common.command_line(sys.argv),
+    attention_maps=_ATTENTION_MAPS.value,
   )
   print(f"report: {path}")
 

@@ -30,6 +30,19 @@ def _interleave(config) -> int:
   return config.compare.interleave_steps if config.compare.interleave else 0
 
 
+def _check_checkpoints_for_attention_maps(runs: list[jobs.Job]) -> None:
+  """The attention maps are drawn from each finished run's last checkpoint: a run brought back
+  without its checkpoints (trained on another machine) fails here, before anything trains."""
+  for job in runs:
+    folder = os.path.join(job.workdir, "checkpoints")
+    saved = os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+    if jobs.load_result(job) is not None and not saved:
+      raise ValueError(
+        f"{job.workdir} has a result but no checkpoint in {folder}, and the report's attention "
+        "maps are drawn from it: pass --noattention_maps, or put the run's checkpoints back"
+      )
+
+
 def compare(config, outdir: str, *, name: str, command: str, attention_maps: bool = True) -> str:
   """Runs (or resumes) the comparison in `outdir`; returns the report's path."""
   test_sets = _test_sets(config)
@@ -42,6 +55,8 @@ def compare(config, outdir: str, *, name: str, command: str, attention_maps: boo
     for attention in config.compare.models
     for seed in config.compare.seeds
   ]
+  if attention_maps:
+    _check_checkpoints_for_attention_maps(runs)
   results = jobs.run_jobs(runs, splits=config.compare.splits, interleave_steps=_interleave(config))
   return report.compare_report(
     results,
@@ -110,6 +125,8 @@ def ablate(
       runs.append(job)
       for p in shared:
         job_of.setdefault(p.label, []).append(len(runs) - 1)
+  if attention_maps:
+    _check_checkpoints_for_attention_maps(runs)
   results = jobs.run_jobs(runs, splits=config.compare.splits, interleave_steps=_interleave(config))
   rows = [(p.label, [results[i] for i in job_of[p.label]], evaluation_name(p)) for p in points]
   return report.sweep_report(

@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,6 +105,18 @@ def test_compare_reports_both_models_and_a_second_call_trains_nothing(
     ).read_text()
     == report
   )
+
+  # A run brought back without its checkpoints: the attention maps cannot be drawn, which is
+  # said before anything runs; without them the report is written from the results alone.
+  shutil.rmtree(tmp_path / "weighted" / "seed0" / "checkpoints")
+  with pytest.raises(
+    ValueError, match="weighted/seed0 has a result but no checkpoint.*--noattention_maps"
+  ):
+    comparisons.compare(experiment_config, str(tmp_path), name="tiny", command="test")
+  without_maps = comparisons.compare(
+    experiment_config, str(tmp_path), name="tiny", command="test", attention_maps=False
+  )
+  assert "attention_Weighted_Transformer.png" not in pathlib.Path(without_maps).read_text()
 
 
 @pytest.mark.slow
