@@ -1,9 +1,10 @@
 """Shared by the experiment commands: start-up (logs, compilation cache, multi-process),
-config naming and overrides, and rewriting a marked section of a document."""
+config naming and overrides, rewriting a marked section of a document, and naming the machine."""
 
 import logging as py_logging
 import os
 import pathlib
+import platform
 import re
 import shlex
 import sys
@@ -141,3 +142,15 @@ def replace_section(path: str, name: str, text: str) -> None:
     )
   document = pattern.sub(lambda _: f"{begin}\n{text}\n{end}", document, count=1)
   pathlib.Path(path).write_text(document, encoding="utf-8")
+
+
+def machine_description() -> str:
+  """The devices, CPU cores, OS and JAX version of this process: where a run trained, or
+  where a report was written."""
+  import jax  # here: this module sets TensorFlow's log level before anything imports jax
+
+  devices = jax.devices()
+  return (
+    f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), "
+    f"{os.cpu_count()} CPU cores, {platform.platform()}, jax {jax.__version__}"
+  )

@@ -25,6 +25,7 @@ import jax
 import ml_collections
 from absl import logging
 
+from experiments import common
 from wt import evaluation, metrics, models, preemption, train
 
 RESULT_FILE = "result.json"
@@ -123,6 +124,7 @@ def _evaluate_and_record(job: Job, trainer: train.Trainer, splits) -> dict:
       "workdir": job.workdir,
       "attention": job.config.model.attention,
       "seed": job.config.train.seed,
+      "machine": common.machine_description(),
       **summary,
       "tokens_per_second": summary["train_tokens"] / max(summary["train_seconds"], 1e-9),
       "best_eval_loss": min(p["loss"] for p in curve),

@@ -19,14 +19,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import re
 from typing import Optional, Sequence
 
-import jax
 import numpy as np
 
-from experiments import figures, significance, summary
+from experiments import common, figures, significance, summary
 
 MODEL_NAMES = {"multihead": "Transformer", "weighted": "Weighted Transformer"}
 SIGNIFICANCE_CACHE = "significance_cache.json"
@@ -51,14 +49,6 @@ def time_to_target(curve: list[dict], target: float) -> tuple[Optional[int], Opt
     if point["loss"] <= target:
       return point["step"], point["seconds"]
   return None, None
-
-
-def machine_description() -> str:
-  devices = jax.devices()
-  return (
-    f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), "
-    f"{os.cpu_count()} CPU cores, {platform.platform()}, jax {jax.__version__}"
-  )
 
 
 def _scores(result: dict, split: str, evaluation: str = "default") -> dict:
@@ -247,12 +237,19 @@ def _attention_figures(systems: Sequence[System], outdir: str, test_sets: TestSe
 # -- the reports ------------------------------------------------------------------------------
 
 
-def _header(title: str, command: str, signature: Optional[str]) -> list[str]:
+def _header(
+  title: str, command: str, signature: Optional[str], results: Sequence[dict]
+) -> list[str]:
+  """Title, command, machine, date, sacreBLEU signature. Runs trained on another machine (a
+  lent GPU, brought back) are named, as the step times are theirs."""
+  machine = common.machine_description()
+  elsewhere = sorted({r["machine"] for r in results if r.get("machine", machine) != machine})
   return [
     f"# {title}",
     "",
     f"Command: `{command}`  ",
-    f"Machine: {machine_description()}  ",
+    f"Machine: {machine}  ",
+    *([f"Trained on: {'; '.join(elsewhere)} (the step times are its)  "] if elsewhere else []),
     f"Date: {datetime.date.today().isoformat()}  "
     if signature
     else f"Date: {datetime.date.today().isoformat()}",
@@ -334,7 +331,7 @@ def compare_report(
   comparisons = paired_comparisons(pairs, test_sets, outdir)
   summary.write(outdir, summary.study_summary(systems, comparisons, systems[0][0], list(test_sets)))
   lines = [
-    *_header(title, command, _scores(results[0], split).get("bleu_signature")),
+    *_header(title, command, _scores(results[0], split).get("bleu_signature"), results),
     *table,
     "",
     "Mean ± sample standard deviation over seeds. Training seconds count the training steps "
@@ -408,6 +405,7 @@ def sweep_report(
       title,
       command,
       _scores(points[0][1][0], split, points[0][2]).get("bleu_signature") if points[0][1] else None,
+      [r for _, results, _ in points for r in results],
     ),
     *lines,
     "",

@@ -8,8 +8,20 @@ import subprocess
 import sys
 
 from experiments.benchmarks import checkpoint, compilation, report
+from experiments.benchmarks import train as bench_train
 from experiments.configs import multi30k
 from wt import models
+
+
+def test_every_training_variant_is_the_size_changed_only_where_it_says():
+  vocab, d_model, d_ff, heads, layers = bench_train.SIZES["bench-small"][:5]
+  for variant, changes in bench_train.VARIANTS.items():
+    config = bench_train.model_config("bench-small", variant, "float32")
+    assert (config.vocab_size, config.d_model, config.d_ff) == (vocab, d_model, d_ff), variant
+    assert (config.num_heads, config.num_layers) == (heads, layers), variant
+    assert config.num_branches == changes.get("num_branches", heads), variant
+    assert all(getattr(config, name) == value for name, value in changes.items()), variant
+  assert bench_train.model_config("bench-small", "weighted-4-branches", "float32").num_branches == 4
 
 
 def test_checkpoint_rows_time_saves_after_the_first_and_render_as_the_table():

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from experiments import comparisons, jobs, sweeps
+from experiments import common, comparisons, jobs, sweeps
 from experiments import report as report_module
 from wt import checkpoint, preemption, train
 
@@ -92,6 +92,7 @@ def test_compare_reports_both_models_and_a_second_call_trains_nothing(
     assert f"]({image})" in report
   result = json.loads((tmp_path / "weighted" / "seed0" / "result.json").read_text())
   assert result["step"] == 10 and len(result["eval_curve"]) == 2
+  assert result["machine"] == common.machine_description()  # where it trained
   sizes = {"test": 25, "test2017_flickr": 12, "test2017_mscoco": 7, "test2018_flickr": 11}
   for split, size in sizes.items():  # every sentence of every test set, once
     translations = tmp_path / "weighted" / "seed0" / f"translations.{split}.default.txt"

@@ -14,7 +14,7 @@ from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest
 from scipy import stats as scipy_stats
 
-from experiments import figures, report, significance
+from experiments import common, figures, report, significance
 from experiments import summary as summary_module
 from tests.synthetic_corpus import parallel_corpus
 from wt import models
@@ -136,6 +136,7 @@ def test_compare_report_has_every_test_set_significance_in_numbers_and_words_and
   assert weighted_rows[2][0] == f"{np.mean(ratios):.3f} ± {np.std(ratios, ddof=1):.3f}"
   assert len(weighted_rows) == 3 and all(len(r) == 2 for r in weighted_rows)
   assert "test2018 flickr is the test set nothing is tuned on" in text
+  assert "Trained on" not in text  # no result names another machine
   # Significance: one row per split, each seed's numbers are sacreBLEU's.
   tested = rows["Weighted Transformer − Transformer"]
   assert [row[0] for row in tested] == ["test2016", "test2018 flickr"]
@@ -168,6 +169,9 @@ def test_sweep_report_tests_every_point_against_both_baselines(tmp_path, test_se
   transformer = [make_result(tmp_path / "t", "multihead", 0, 0.1, one_split)]
   weighted = [make_result(tmp_path / "w", "weighted", 0, 0.3, one_split, branches=4)]
   ffn = [make_result(tmp_path / "f", "weighted", 0, 0.12, one_split, branches=4)]
+  # The ffn run trained elsewhere (a lent GPU); the Transformer's here; the rest did not say.
+  transformer[0]["machine"] = common.machine_description()
+  ffn[0]["machine"] = "1 x NVIDIA H100 80GB HBM3 (gpu)"
   points = [
     ("transformer", transformer, "default"),
     ("weighted (today's)", weighted, "default"),
@@ -184,6 +188,8 @@ def test_sweep_report_tests_every_point_against_both_baselines(tmp_path, test_se
     attention_maps=False,
   )
   text = pathlib.Path(path).read_text()
+  assert f"Machine: {common.machine_description()}  \n" in text
+  assert "Trained on: 1 x NVIDIA H100 80GB HBM3 (gpu) (the step times are its)" in text
   rows = table_rows(text)
   tested = [name for name in rows if " − " in name and name != "system − baseline"]
   assert tested == [

@@ -34,6 +34,11 @@ VARIANTS = {
   "weighted-full": dict(attention="weighted", branch_ffn="full"),
   "weighted-ffn-residual": dict(attention="weighted", branch_residual="ffn"),
   "weighted-sublayers-residual": dict(attention="weighted", branch_residual="sublayers"),
+  # Half the branches at the same width (docs/results/ablate-scale-multi30k-small256-4branches).
+  "weighted-4-branches": dict(attention="weighted", num_branches=4),
+  "weighted-sublayers-residual-4-branches": dict(
+    attention="weighted", branch_residual="sublayers", num_branches=4
+  ),
   "weighted-per-branch-bias": dict(attention="weighted", branch_output_bias="per_branch"),
   "transformer-bf16-matmuls": dict(matmul_dtype="bfloat16"),
   "weighted-split-bf16-matmuls": dict(attention="weighted", matmul_dtype="bfloat16"),
@@ -42,7 +47,7 @@ VARIANTS = {
 
 def model_config(size: str, variant: str, dtype: str) -> models.ModelConfig:
   vocab, d_model, d_ff, heads, layers = SIZES[size][:5]
-  return models.ModelConfig(
+  fields = dict(
     vocab_size=vocab,
     d_model=d_model,
     d_ff=d_ff,
@@ -50,8 +55,8 @@ def model_config(size: str, variant: str, dtype: str) -> models.ModelConfig:
     num_branches=heads,
     num_layers=layers,
     dtype=dtype,
-    **VARIANTS[variant],
   )
+  return models.ModelConfig(**{**fields, **VARIANTS[variant]})
 
 
 def random_batch(vocab: int, batch: int, source_len: int, target_len: int, seed: int = 0):
