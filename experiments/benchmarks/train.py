@@ -34,6 +34,8 @@ VARIANTS = {
   "weighted-full": dict(attention="weighted", branch_ffn="full"),
   "weighted-ffn-residual": dict(attention="weighted", branch_residual="ffn"),
   "weighted-sublayers-residual": dict(attention="weighted", branch_residual="sublayers"),
+  "weighted-branched-self": dict(attention="weighted", branched_decoder="self"),
+  "weighted-branched-both": dict(attention="weighted", branched_decoder="both"),
   # Half the branches at the same width (docs/results/ablate-scale-multi30k-small256-4branches).
   "weighted-4-branches": dict(attention="weighted", num_branches=4),
   "weighted-sublayers-residual-4-branches": dict(
