@@ -28,19 +28,6 @@ from ml_collections import config_flags
 from experiments import common, report, significance
 from wt import data as data_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "the config the runs were trained with (for its data and test splits)"
-)
-_BASELINE = flags.DEFINE_string("baseline", None, "the baseline's folder of seed<k> runs")
-_SYSTEM = flags.DEFINE_string("system", None, "the system's folder of seed<k> runs")
-_BASELINE_LABEL = flags.DEFINE_string("baseline_label", "baseline", "the baseline's name")
-_SYSTEM_LABEL = flags.DEFINE_string("system_label", "system", "the system's name")
-_EVALUATION = flags.DEFINE_string(
-  "evaluation", "default", "which evaluation of the runs to test (a test-time variant's label)"
-)
-_WRITE = flags.DEFINE_string("write", None, "write the Markdown here (default: print it)")
-flags.mark_flags_as_required(["config", "baseline", "system"])
-
 
 def load_runs(folder: str) -> list[dict]:
   """The results of every finished run in `folder` (its seed<k>/result.json), with their
@@ -105,23 +92,42 @@ def paired_markdown(
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  args = flags.FLAGS
+  config = args.config
   common.start(config, quiet=True)
-  baseline, system = load_runs(_BASELINE.value), load_runs(_SYSTEM.value)
+  baseline, system = load_runs(args.baseline), load_runs(args.system)
   data = data_lib.load_translation_data(config.data)
   test_sets = {split: tuple(data.raw_split(split)) for split in config.compare.splits}
   text = paired_markdown(
-    (_BASELINE_LABEL.value, baseline, _EVALUATION.value),
-    (_SYSTEM_LABEL.value, system, _EVALUATION.value),
+    (args.baseline_label, baseline, args.evaluation),
+    (args.system_label, system, args.evaluation),
     test_sets,
   )
   text += f"\nCommand: `{common.command_line(sys.argv)}`\n"
-  if _WRITE.value:
-    with open(_WRITE.value, "w", encoding="utf-8") as f:
+  if args.write:
+    with open(args.write, "w", encoding="utf-8") as f:
       f.write(text)
   else:
     sys.stdout.write(text)
 
 
+def _define_flags() -> None:
+  """Defined when run, not on import: tests import this module beside commands whose flags
+  have the same names (--config, --write)."""
+  config_flags.DEFINE_config_file(
+    "config", None, "the config the runs were trained with (for its data and test splits)"
+  )
+  flags.DEFINE_string("baseline", None, "the baseline's folder of seed<k> runs")
+  flags.DEFINE_string("system", None, "the system's folder of seed<k> runs")
+  flags.DEFINE_string("baseline_label", "baseline", "the baseline's name")
+  flags.DEFINE_string("system_label", "system", "the system's name")
+  flags.DEFINE_string(
+    "evaluation", "default", "which evaluation of the runs to test (a test-time variant's label)"
+  )
+  flags.DEFINE_string("write", None, "write the Markdown here (default: print it)")
+  flags.mark_flags_as_required(["config", "baseline", "system"])
+
+
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

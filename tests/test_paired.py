@@ -8,7 +8,8 @@ import sacrebleu
 from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest
 
-from experiments import paired, significance
+# params beside paired: two commands with a --write flag, neither defined on import.
+from experiments import paired, params, significance  # noqa: F401
 from tests.synthetic_corpus import parallel_corpus
 
 REFERENCES = parallel_corpus(120, seed=11)["de"]
