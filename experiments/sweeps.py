@@ -58,6 +58,12 @@ SWEEPS = {
   "branch_schedule": _weighted(train__branch_schedule=["own", "shared"]),
   "num_branches": with_baselines(_weighted(model__num_branches=[2, 4, 8])),
   "branch_ffn": with_baselines(_weighted(model__branch_ffn=["split", "shared", "full"])),
+  # Does a weighting that never reaches 0 rescue 8 branches, some of which the projection
+  # switches off? (docs/results/ablate-num_branches-multi30k-small; the M = 8 runs are reused.)
+  "softmax_at_8_branches": with_baselines(
+    _weighted(model__num_branches=[8])
+    + _weighted(model__num_branches=[8], model__branch_weights=["softmax"])
+  ),
   "branched_decoder": with_baselines(_weighted(model__branched_decoder=["encdec", "self", "both"])),
   "branch_residual": with_baselines(
     _weighted(model__branch_residual=["block", "ffn", "sublayers"])
