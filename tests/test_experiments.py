@@ -262,6 +262,7 @@ def test_a_later_study_reads_the_baselines_of_an_earlier_one_from_a_shared_runs_
     "branch_residual",
     "branch_output_bias",
     "scale",
+    "softmax_at_8_branches",
   ],
 )
 def test_studies_of_the_weighted_transformer_start_with_both_baselines(sweep):
@@ -270,6 +271,15 @@ def test_studies_of_the_weighted_transformer_start_with_both_baselines(sweep):
   assert sweeps.TRANSFORMER.train == {"model.attention": "multihead"}
   assert all(p.train["model.attention"] == "weighted" for p in points[1:])
   assert len({p.label for p in points}) == len(points)
+
+
+def test_softmax_at_8_branches_reads_back_the_num_branches_runs_of_8():
+  """The same overrides, so the same job folder under a shared --runs_dir: nothing retrains."""
+  (eight,) = [p for p in sweeps.SWEEPS["num_branches"] if p.label == "num_branches=8"]
+  projection, softmax = sweeps.SWEEPS["softmax_at_8_branches"][2:]
+  assert projection.train == eight.train
+  assert comparisons._slug(projection.train) == "attention-weighted_num_branches-8"
+  assert softmax.train == {**eight.train, "model.branch_weights": "softmax"}
 
 
 @pytest.mark.slow
