@@ -31,12 +31,8 @@ _RUNS_DIR = flags.DEFINE_string(
   "the runs' folder (default: --outdir); studies given the same one share their common runs "
   "(the baselines): run them one after another, not at the same time",
 )
-_ATTENTION_MAPS = flags.DEFINE_bool(
-  "attention_maps",
-  True,
-  "plot one test sentence's attention maps per system, from its last checkpoint "
-  "(--noattention_maps for runs brought back without their checkpoints)",
-)
+_ATTENTION_MAPS = common.define_attention_maps_flag()
+flags.declare_key_flag("attention_maps")  # listed by --helpshort, though common defines it
 flags.mark_flags_as_required(["config", "sweep"])
 
 

@@ -130,6 +130,16 @@ def define_trained_run_flags():
   return decode_config
 
 
+def define_attention_maps_flag():
+  """--[no]attention_maps of the compare and ablate commands; returns its holder."""
+  return flags.DEFINE_bool(
+    "attention_maps",
+    True,
+    "plot one test sentence's attention maps per system, from its last checkpoint "
+    "(--noattention_maps for runs brought back without their checkpoints)",
+  )
+
+
 def replace_section(path: str, name: str, text: str) -> None:
   """Replaces what lies between `<!-- name:begin -->` and `<!-- name:end -->` in `path`."""
   document = pathlib.Path(path).read_text(encoding="utf-8")

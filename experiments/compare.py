@@ -18,12 +18,8 @@ from experiments import common, comparisons
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:variant]")
 _OUTDIR = flags.DEFINE_string("outdir", None, "output folder (runs and report)")
-_ATTENTION_MAPS = flags.DEFINE_bool(
-  "attention_maps",
-  True,
-  "plot one test sentence's attention maps per system, from its last checkpoint "
-  "(--noattention_maps for runs brought back without their checkpoints)",
-)
+_ATTENTION_MAPS = common.define_attention_maps_flag()
+flags.declare_key_flag("attention_maps")  # listed by --helpshort, though common defines it
 flags.mark_flags_as_required(["config"])
 
 

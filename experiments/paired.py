@@ -70,12 +70,7 @@ def paired_markdown(
     significance.compare_runs(baseline, system, split, references)
     for split, (_, references) in test_sets.items()
   ]
-  loss = significance.seed_test(
-    *(
-      [next(r for r in runs if r["seed"] == seed)["best_eval_loss"] for seed in sorted(seeds)]
-      for runs in (baseline[1], system[1])
-    )
-  )
+  loss = significance.loss_test(baseline[1], system[1])
   spread = "" if loss.sd is None else f" ± {loss.sd:.3f}"
   over_seeds = "" if loss.p_value is None else f", paired t-test over seeds p {loss.p_value:.3f}"
   lines = [

@@ -199,6 +199,16 @@ def seed_test(baseline_scores: Sequence[float], system_scores: Sequence[float]) 
   )
 
 
+def loss_test(baseline_results: Sequence[dict], system_results: Sequence[dict]) -> SeedTest:
+  """`seed_test` of the best validation loss, over the seeds both systems' runs have."""
+  base_by_seed = {r["seed"]: r for r in baseline_results}
+  paired = [r for r in system_results if r["seed"] in base_by_seed]
+  return seed_test(
+    [base_by_seed[r["seed"]]["best_eval_loss"] for r in paired],
+    [r["best_eval_loss"] for r in paired],
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class Comparison:
   """System against baseline on one split: one paired test per common seed, and over seeds."""

@@ -56,10 +56,7 @@ def study_summary(
     if label == reference:
       continue
     paired = [r for r in results if r["seed"] in base_by_seed]
-    loss = significance.seed_test(
-      [base_by_seed[r["seed"]]["best_eval_loss"] for r in paired],
-      [r["best_eval_loss"] for r in paired],
-    )
+    loss = significance.loss_test(base_results, results)
     same_runs = [(r["workdir"], evaluation) for r in results] == [
       (r["workdir"], base_evaluation) for r in base_results
     ]
