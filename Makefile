@@ -13,15 +13,19 @@ WORKERS ?= 2
 ARGS ?=
 PYTEST := $(PY) -m pytest -q -n $(WORKERS) $(ARGS)
 
+# uv installs the same pinned wheels as pip (the same `pip freeze`), several times faster: it
+# downloads in parallel and links files from its cache instead of unpacking each wheel again.
+UV := $(PY) -m uv pip install --quiet --python $(PY)
+
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet uv==0.13.9
+	$(UV) -r requirements.txt
+	$(UV) --no-deps -e .
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(UV) -r requirements-dev.txt
 	touch $@
 
 .PHONY: setup setup-dev test test-fast lint compare

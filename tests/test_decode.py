@@ -239,6 +239,24 @@ def test_beam_search_equals_a_beam_search_that_recomputes_everything(variant):
     )
 
 
+@pytest.mark.parametrize("width, n", [(32000, 8), (131072, 8), (1003, 5), (40, 8), (8, 8)])
+def test_blocked_top_k_equals_lax_top_k_ties_and_infinities_included(width, n):
+  """Integer-valued floats from a narrow range tie often, also across blocks; -inf and NEG
+  stand for impossible tokens; odd widths leave a partly padded last block."""
+  rng = np.random.default_rng(width)
+  x = rng.integers(-60, 0, (6, width)).astype(np.float32)
+  x[0] = -np.inf
+  x[0, rng.integers(0, width, 3)] = 0.0
+  x[1, : width // 2] = decode.NEG
+  x[2] = rng.standard_normal(width)
+  x[3, -n:] = 1.0  # the winners in the last (padded) block
+  x[4] = 0.0  # all tied: the n lowest indices
+  values, index = jax.jit(decode.top_k, static_argnums=1)(x, n)
+  expected_values, expected_index = jax.lax.top_k(x, n)
+  np.testing.assert_array_equal(values, expected_values)
+  np.testing.assert_array_equal(index, expected_index)
+
+
 def test_early_stopping_changes_no_result():
   """The loop stops when no sentence of the batch can improve, so a bound that is too tight
   shows on sentences decoded alone; the reference never stops early. A strong length penalty

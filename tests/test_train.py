@@ -221,6 +221,21 @@ def test_sigterm_saves_the_step_reached_and_stops_with_143(
 
 
 @pytest.mark.slow
+def test_validation_runs_on_programs_compiled_before_training(tiny_config, tmp_path):
+  """Every validation batch shape is compiled with the training shapes, side by side, so the
+  first evaluation compiles nothing; its metrics equal the jitted eval step's."""
+  trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
+  batches = trainer.data.eval_batches(tiny_config.data.eval_split)
+  shapes = {(b["inputs"].shape[1], b["targets"].shape[1]) for b in batches}
+  assert set(trainer._compiled_eval) == shapes
+  ahead_of_time = trainer.evaluate()
+  assert trainer._eval_step._cache_size() == 0  # the jitted step was never traced
+  trainer._compiled_eval = {}
+  assert trainer.evaluate() == pytest.approx(ahead_of_time, rel=1e-6)
+  assert trainer._eval_step._cache_size() == len(shapes)
+  trainer.close()
+
+
 def test_nan_stops_the_run_and_the_last_good_checkpoint_restores(tiny_config, tmp_path):
   tiny_config.train.update(num_steps=20, checkpoint_every=5, log_every=5)
   trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)

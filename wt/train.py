@@ -151,6 +151,17 @@ def compile_train_step(
   return wrapped.lower(state, device_batch).compile()  # type: ignore[attr-defined]
 
 
+def zeros_batch(data_parallel: parallel.DataParallel, shape: tuple[int, int, int]) -> dict:
+  """A placed batch of this process's (rows, source_len, target_len) `shape`, for compiling."""
+  rows, source_len, target_len = shape
+  return data_parallel.device_batch(
+    {
+      "inputs": np.zeros((rows, source_len), np.int32),
+      "targets": np.zeros((rows, target_len), np.int32),
+    }
+  )
+
+
 def compile_train_steps(
   model: models.Transformer,
   optimizer: optax.GradientTransformation,
@@ -165,13 +176,8 @@ def compile_train_steps(
   side by side by default."""
 
   def compile_shape(shape):
-    rows, source_len, target_len = shape
-    zeros = {
-      "inputs": np.zeros((rows, source_len), np.int32),
-      "targets": np.zeros((rows, target_len), np.int32),
-    }
     return compile_train_step(
-      model, optimizer, label_smoothing, data_parallel, state, data_parallel.device_batch(zeros)
+      model, optimizer, label_smoothing, data_parallel, state, zeros_batch(data_parallel, shape)
     )
 
   compiled = compile_all(compile_shape, list(shapes))
@@ -273,18 +279,35 @@ class Trainer:
     return self.parallel.device_batch({k: batch[k] for k in ("inputs", "targets")})
 
   def _compile_all_shapes(self) -> float:
-    """Compiles the train step for every training batch shape before the clock starts."""
+    """Compiles, side by side before the clock starts, the train step for every training batch
+    shape and the eval step for every batch shape of the validation split."""
     start = time.perf_counter()
-    self._compiled = compile_train_steps(
-      self.model,
-      self.optimizer,
-      self.config.train.label_smoothing,
-      self.parallel,
-      self.state,
-      [(rows // jax.process_count(), s, t) for rows, s, t in self.data.batch_shapes],
+    train_shapes = [(rows // jax.process_count(), s, t) for rows, s, t in self.data.batch_shapes]
+    eval_shapes = self.data.eval_shapes(self.config.data.eval_split)
+
+    def compile_one(key):
+      kind, shape = key
+      batch = zeros_batch(self.parallel, shape)
+      if kind == "eval":
+        return self._eval_step.lower(self.state.params, batch).compile()
+      label_smoothing = self.config.train.label_smoothing
+      return compile_train_step(
+        self.model, self.optimizer, label_smoothing, self.parallel, self.state, batch
+      )
+
+    keys = [("train", shape) for shape in train_shapes] + [("eval", s) for s in eval_shapes]
+    programs = parallel.compile_each(compile_one, keys)
+    self._compiled, self._compiled_eval = (
+      {shape[1:]: program for (kind, shape), program in programs.items() if kind == wanted}
+      for wanted in ("train", "eval")
     )
     seconds = time.perf_counter() - start
-    logging.info("compiled %d training shapes in %.1f s", len(self._compiled), seconds)
+    logging.info(
+      "compiled %d training and %d validation shapes in %.1f s",
+      len(train_shapes),
+      len(eval_shapes),
+      seconds,
+    )
     return seconds
 
   # -- training ------------------------------------------------------------------------------
@@ -402,7 +425,9 @@ class Trainer:
     params = self.state.params
     summed = {}
     for batch in self.data.eval_batches(split):
-      summed = metrics.add(summed, self._eval_step(params, self._device_batch(batch)))
+      shape = (batch["inputs"].shape[1], batch["targets"].shape[1])
+      eval_step = self._compiled_eval.get(shape, self._eval_step)  # other splits: jit
+      summed = metrics.add(summed, eval_step(params, self._device_batch(batch)))
     summed = self.parallel.unreplicate(jax.device_get(summed))
     results = metrics.means(summed)
     scalars = {f"eval/{k}": v for k, v in results.items()}

@@ -302,6 +302,14 @@ class TranslationData:
         yield {**batch, "position": position}
       epoch, offset = epoch + 1, 0
 
+  def eval_shapes(self, split: str) -> list[tuple[int, int, int]]:
+    """The distinct (rows, source_len, target_len) of `eval_batches(split)`, this process's rows."""
+    shapes = (
+      (b["inputs"].shape[0], *b["inputs"].shape[1:], b["targets"].shape[1])
+      for b in self.eval_batches(split)
+    )
+    return sorted(set(shapes))
+
   def eval_batches(self, split: str) -> Iterator[dict]:
     """One pass over `split`: every example once, with 'index' (-1 = padding row)."""
     self._check_split(split)
