@@ -45,9 +45,11 @@ and read from the tables above where they say so.
   and 0.56x (4096^2) of the f32 one; with a bf16 result, as `model.dtype="bfloat16"`
   computes, 1.08-1.21x. So the option rounds only the dense layers' operands and keeps f32
   results, and its custom VJP keeps the backward products in bf16 too (autodiff turns them
-  into f32 dots). In the tables above: the Transformer step at 0.68x the f32 one, 0.70x
-  PyTorch eager in f32 and 0.85x PyTorch eager under bf16 autocast (0.564 against 0.662 s,
-  same rounds); weighted-split at 0.78x the f32 Transformer but 1.15x the bf16 one. The
+  into f32 dots). On the quiet morning of 2026-11-26 (the same command): the Transformer step
+  at 0.68x the f32 one, 0.70x PyTorch eager in f32 and 0.85x PyTorch eager under bf16
+  autocast (0.564 against 0.662 s, same rounds); weighted-split at 0.78x the f32 Transformer
+  but 1.15x the bf16 one. In the busier run of the tables above: 0.85x, 0.66x and 0.87x;
+  weighted-split at 1.02x the f32 Transformer and 1.18x the bf16 one. The
   weighted model gains less because XLA:CPU's bf16 kernel contracts the minor dimension of
   both operands: for an unbatched weight gradient XLA copies one operand transposed and stays
   in bf16, but batched ones (the branch kernels' gradients, `[M, tokens, .]`) and the
@@ -56,12 +58,17 @@ and read from the tables above where they say so.
   ("UNIMPLEMENTED: Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32").
   While tuning (machine shared): bf16 forward and input-gradient products with f32 weight
   gradients, 0.83x the f32 step; all three products, 0.69-0.73x. Its MFU is still counted
-  against the f32 probe (the same FLOPs on faster units): 0.93 there means matmul work at 93%
-  of the f32 matmul's rate, not bf16 units 93% busy.
-- Where float32 stands (tables above): the Transformer step at 0.97x PyTorch eager, MFU 0.66.
-  Matmuls are 73% of its op time (profile), and the Q/K/V/output projections (2048 x 256 x
-  256) run at about half the probe's rate: what is left of the f32 step is mostly XLA:CPU's
-  own matmul speed at d_model 256, which no rewrite of the model changes.
+  against the f32 probe (the same FLOPs on faster units): 0.92 in the peers table means matmul
+  work at 92% of the f32 matmul's rate, not bf16 units 92% busy.
+- Where float32 stands: in the tables above (2026-11-26, a busier afternoon: the probe at
+  165-175 GFLOP/s) the Transformer step is at 0.94x PyTorch eager, MFU 0.64; the same command
+  on a quiet morning gave 0.97x and 0.66. Matmuls are about three quarters of its op time
+  (profile), and the Q/K/V/output projections (2048 x 256 x 256) run at about half the
+  probe's rate: what is left of the f32 step is mostly XLA:CPU's own matmul speed at d_model
+  256, which no rewrite of the model changes. Weighted / standard: 1.00 in the peers table and
+  1.06 in the train table of the same run (its per-round ratios 0.99 to 1.27, while the
+  Transformer's own step ranged from 0.83 to 0.96 s); the quiet morning's train table gave
+  1.00.
 - Also measured, not adopted: a custom-VJP LayerNorm, 0.77x flax's forward+backward (under 1%
   of a step); the einsum attention path for the whole step, 0.99x.
 - PyTorch under load: when other processes oversubscribe the cores, its eager step slows 3-4x
