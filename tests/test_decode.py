@@ -251,6 +251,7 @@ def test_blocked_top_k_equals_lax_top_k_ties_and_infinities_included(width, n):
   x[2] = rng.standard_normal(width)
   x[3, -n:] = 1.0  # the winners in the last (padded) block
   x[4] = 0.0  # all tied: the n lowest indices
+  x[5] = np.where(rng.random(width) < 0.5, -1e-30, 0.0)  # 0.0 ties, a hair above the rest
   values, index = jax.jit(decode.top_k, static_argnums=1)(x, n)
   expected_values, expected_index = jax.lax.top_k(x, n)
   np.testing.assert_array_equal(values, expected_values)

@@ -203,13 +203,16 @@ def _greedy_decode(model, params, inputs, alpha, *, max_extra_len: int):
 
 def top_k(x: Array, n: int) -> tuple[Array, Array]:
   """`jax.lax.top_k(x, n)` over the last axis of float `x` `[rows, width]`: the same values and
-  indices, ties to the lower index, for NaN-free `x`.
+  indices, ties to the lower index, for `x` without NaN or -0.0 (beam search's scores are
+  sums of log-softmax values, which never give -0.0).
 
   XLA:CPU's TopK walks every entry through a heap at a few ns each; a max over each block of
   `block` consecutive entries is one vectorised pass. The n largest entries lie in the n blocks
   with the largest maxima (a block ranked after entry e's has no entry ahead of e, and fewer
   than n entries are ahead of e), so TopK runs over the block maxima, then over the entries of
-  those n blocks, taken in index order so that ties still go to the lower index.
+  those n blocks, taken in index order so that ties still go to the lower index. (TopK ranks
+  -0.0 below 0.0 and NaN above all, XLA's max does not always: maxima of TopK's integer keys
+  would, but cost all the gain.)
   """
   rows, width = x.shape
   block = 2 ** max(0, round(np.log2(np.sqrt(width / n))))  # balances the two TopK widths
