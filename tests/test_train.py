@@ -236,6 +236,7 @@ def test_validation_runs_on_programs_compiled_before_training(tiny_config, tmp_p
   trainer.close()
 
 
+@pytest.mark.slow
 def test_nan_stops_the_run_and_the_last_good_checkpoint_restores(tiny_config, tmp_path):
   tiny_config.train.update(num_steps=20, checkpoint_every=5, log_every=5)
   trainer = train.Trainer(tiny_config, str(tmp_path), show_progress=False)
